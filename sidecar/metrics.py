@@ -25,7 +25,9 @@ class Metrics:
             "sidecar_tasks_submitted", "Task submissions that started a run", ["type"], registry=r
         )
         self.deduplicated = Counter(
-            "sidecar_tasks_deduplicated", "Submissions answered by an existing task", ["type"],
+            "sidecar_tasks_deduplicated",
+            "Submissions answered by an existing task",
+            ["type"],
             registry=r,
         )
         self.completed = Counter(
@@ -33,33 +35,46 @@ class Metrics:
         )
         self.failed = Counter("sidecar_tasks_failed", "Task runs that failed", ["type"], registry=r)
         self.duration = Histogram(
-            "sidecar_task_duration_seconds", "Handler run time", ["type"],
-            buckets=_DURATION_BUCKETS, registry=r,
+            "sidecar_task_duration_seconds",
+            "Handler run time",
+            ["type"],
+            buckets=_DURATION_BUCKETS,
+            registry=r,
         )
         self.running = Gauge("sidecar_tasks_running", "Task actors running a handler", registry=r)
         self.queued = Gauge("sidecar_tasks_queued", "Tasks waiting for capacity", registry=r)
         self.batch_size = Histogram(
-            "sidecar_store_batch_size", "Writes committed per group commit",
-            buckets=_BATCH_BUCKETS, registry=r,
+            "sidecar_store_batch_size",
+            "Writes committed per group commit",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
         )
         self.commit_seconds = Histogram(
-            "sidecar_store_commit_seconds", "Time to apply and commit one batch",
-            buckets=_COMMIT_BUCKETS, registry=r,
+            "sidecar_store_commit_seconds",
+            "Time to apply and commit one batch",
+            buckets=_COMMIT_BUCKETS,
+            registry=r,
         )
         self.store_errors = Counter(
             "sidecar_store_errors", "Batches the store failed to commit", registry=r
         )
         self.lateness = Histogram(
-            "sidecar_scheduler_lateness_seconds", "Schedule firing time minus due time",
-            buckets=_LATENESS_BUCKETS, registry=r,
+            "sidecar_scheduler_lateness_seconds",
+            "Schedule firing time minus due time",
+            buckets=_LATENESS_BUCKETS,
+            registry=r,
         )
         self.overlap_skips = Counter(
-            "sidecar_scheduler_overlap_skips", "Firings skipped: previous run still running",
-            ["type"], registry=r,
+            "sidecar_scheduler_overlap_skips",
+            "Firings skipped: previous run still running",
+            ["type"],
+            registry=r,
         )
         self.misfires = Counter(
-            "sidecar_scheduler_misfires", "Schedules that missed instants while down",
-            ["policy"], registry=r,
+            "sidecar_scheduler_misfires",
+            "Schedules that missed instants while down",
+            ["policy"],
+            registry=r,
         )
 
     def render(self) -> bytes:

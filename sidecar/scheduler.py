@@ -1,0 +1,632 @@
+"""The scheduler actor: admits submissions, supervises one task actor per run, fires cron.
+
+It owns the nursery every task actor runs in and the only in-memory state the runtime
+keeps: running tasks' cancel scopes (plus their latest progress), the schedule overlap
+guard, capacity limiters and the waiters of ``Runtime.wait``. Everything else lives in the
+store, which it reaches only through the store actor.
+
+Its own loop never awaits the store: each submission is admitted by a short task it starts,
+so thousands of submissions share one group commit instead of queueing behind each other.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import outcome
+import trio
+import trio.lowlevel
+
+from .clock import Clock, format_ts, parse_ts
+from .cron import next_fire
+from .errors import ShuttingDown, StoreUnavailable, TaskError
+from .handlers import HandlerRegistry, RuntimeServices, TaskContext
+from .metrics import Metrics
+from .models import ErrorInfo, Schedule, SubmitOutcome, TaskStatus
+from .store import StoreClient, ops
+from .store import db as dbq
+from .store.db import Runnable
+
+__all__ = ["Admit", "Remove", "SchedulerActor", "SchedulerClient", "Watch"]
+
+log = logging.getLogger("sidecar.scheduler")
+
+# A due instant later than this is a misfire (downtime or a stalled loop), handled by the
+# schedule's misfire policy; within it, a late firing simply runs.
+MISFIRE_GRACE = timedelta(seconds=60)
+# Re-read the wall clock at least this often while idle, so a stepped system clock
+# (NTP) cannot leave a schedule sleeping past its instant. Costs nothing measurable.
+MAX_IDLE_SLEEP = 60.0
+DUE_BATCH = 1000
+PRUNE_EVERY = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A validated submission, serialized for the store."""
+
+    id: str
+    type: str
+    params: Any
+    params_json: str | None
+    schedule: Schedule | None
+    timeout: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Admit:
+    """Insert (or deduplicate) these submissions in one commit and start their runs."""
+
+    tasks: tuple[Prepared, ...]
+    reply: trio.MemorySendChannel[outcome.Outcome[list[SubmitOutcome]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Remove:
+    """Cancel a running task or schedule firing, then delete its record."""
+
+    id: str
+    reply: trio.MemorySendChannel[outcome.Outcome[bool]]
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """Ask for an event that is set when the task's current run ends (or it is removed)."""
+
+    id: str
+    reply: trio.MemorySendChannel[outcome.Outcome[trio.Event]]
+
+
+Message = Admit | Remove | Watch
+
+
+@dataclass(eq=False)
+class _Running:
+    """One live task actor, as the scheduler tracks it."""
+
+    lease: int
+    scope: trio.CancelScope
+    ctx: TaskContext | None = None
+    removed: bool = False
+
+
+@dataclass
+class _Limits:
+    total: trio.CapacityLimiter | None
+    per_type: dict[str, trio.CapacityLimiter] = field(default_factory=dict)
+
+
+class SchedulerClient:
+    """Request/reply access to the scheduler actor."""
+
+    def __init__(self, send: trio.MemorySendChannel[Message], actor: SchedulerActor) -> None:
+        self._send = send
+        self._actor = actor
+
+    async def _call(self, make: Any) -> Any:
+        reply_send, reply_recv = trio.open_memory_channel[outcome.Outcome[Any]](1)
+        try:
+            await self._send.send(make(reply_send))
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise ShuttingDown() from None
+        with reply_recv:
+            try:
+                result = await reply_recv.receive()
+            except trio.EndOfChannel:
+                raise ShuttingDown() from None
+        return result.unwrap()
+
+    async def admit(self, tasks: tuple[Prepared, ...]) -> list[SubmitOutcome]:
+        return await self._call(lambda r: Admit(tasks, r))
+
+    async def remove(self, task_id: str) -> bool:
+        return await self._call(lambda r: Remove(task_id, r))
+
+    async def watch(self, task_id: str) -> trio.Event:
+        return await self._call(lambda r: Watch(task_id, r))
+
+    def progress(self, task_id: str) -> Any:
+        """Latest reported progress of a running task (a synchronous peek, same thread)."""
+        return self._actor.progress(task_id)
+
+    def close(self) -> None:
+        """Stop admitting; the actor drains its running tasks and returns."""
+        self._send.close()
+
+    async def wait_closed(self) -> None:
+        """Wait until the actor has drained and returned."""
+        await self._actor.closed.wait()
+
+
+class SchedulerActor:
+    """Admits tasks, runs one task actor per run, fires schedules, drains on close.
+
+    Args:
+        store: the store actor's client.
+        handlers: the registry of task types.
+        clock: the wall clock for timestamps and cron.
+        services: what built-in handlers may touch (readiness, allow_exec).
+        grace: seconds running tasks get to finish once the inbox closes.
+        concurrency: global limit on running tasks (``None``: unlimited).
+        retention_days: prune terminal records and run history older than this.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: StoreClient,
+        handlers: HandlerRegistry,
+        clock: Clock,
+        home: Path | None,
+        services: RuntimeServices,
+        metrics: Metrics,
+        grace: float,
+        concurrency: int | None = None,
+        retention_days: float | None = None,
+        inbox_size: int = 1024,
+    ) -> None:
+        self._store = store
+        self._handlers = handlers
+        self._clock = clock
+        self._home = home
+        self._services = services
+        self._metrics = metrics
+        self._grace = grace
+        self._retention = retention_days
+        self._inbox_size = inbox_size
+        self._limits = _Limits(trio.CapacityLimiter(concurrency) if concurrency else None)
+        for h in handlers:
+            if h.concurrency:
+                self._limits.per_type[h.type] = trio.CapacityLimiter(h.concurrency)
+        self._running: dict[str, _Running] = {}
+        self._waiters: dict[str, trio.Event] = {}
+        # Admissions in flight plus running task actors; shutdown drains it to zero.
+        self._active = 0
+        self._idle = trio.Event()
+        self._idle.set()
+        self._background_scope = trio.CancelScope()
+        self._wake_cron = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self.closed = trio.Event()
+
+    def progress(self, task_id: str) -> Any:
+        entry = self._running.get(task_id)
+        return None if entry is None or entry.ctx is None else entry.ctx.progress
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[SchedulerClient] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        try:
+            await self._run(task_status)
+        finally:
+            self.closed.set()
+
+    async def _run(self, task_status: trio.TaskStatus[SchedulerClient]) -> None:
+        send, inbox = trio.open_memory_channel[Message](self._inbox_size)
+        async with trio.open_nursery() as tasks:
+            self._nursery = tasks
+            # Recovery finishes before the first submission is accepted.
+            again = await self._store.write(
+                ops.RecoverStale(
+                    now=self._now_ts(),
+                    known_types=frozenset(self._handlers.types()),
+                    idempotent_types=frozenset(self._handlers.idempotent_types()),
+                )
+            )
+            for runnable in again:
+                log.info("re-running %s task %s after restart", runnable.type, runnable.id)
+                self._start_actor(runnable, reserved=False)
+            tasks.start_soon(self._background)
+            task_status.started(SchedulerClient(send, self))
+            with inbox:
+                async for msg in inbox:
+                    self._dispatch(msg)
+            # The inbox closed: shutdown. Stop firing; give running tasks `grace`.
+            self._background_scope.cancel()
+            self._wake_all_waiters()
+            with trio.move_on_after(self._grace):
+                while self._active:
+                    await self._idle.wait()
+            if self._running:
+                log.warning(
+                    "grace period over: cancelling %d running task(s); they stay 'running' "
+                    "and start-up recovery settles them",
+                    len(self._running),
+                )
+            tasks.cancel_scope.cancel()
+
+    async def _background(self) -> None:
+        with self._background_scope:
+            async with trio.open_nursery() as n:
+                n.start_soon(self._cron_loop)
+                if self._retention:
+                    n.start_soon(self._prune_loop)
+
+    def _enter(self) -> None:
+        self._active += 1
+        if self._idle.is_set():
+            self._idle = trio.Event()
+
+    def _leave(self) -> None:
+        self._active -= 1
+        if self._active == 0:
+            self._idle.set()
+
+    def _dispatch(self, msg: Message) -> None:
+        match msg:
+            case Admit():
+                assert self._nursery is not None
+                self._enter()
+                self._nursery.start_soon(self._admit, msg)
+            case Remove():
+                self._nursery.start_soon(self._remove, msg)  # type: ignore[union-attr]
+            case Watch():
+                event = self._waiters.get(msg.id)
+                if event is None:
+                    event = self._waiters[msg.id] = trio.Event()
+                _reply(msg.reply, outcome.Value(event))
+            case _:
+                raise TypeError(f"unknown scheduler message {msg!r}")
+
+    def _now(self) -> datetime:
+        return self._clock.now()
+
+    def _now_ts(self) -> str:
+        return format_ts(self._clock.now())
+
+    async def _admit(self, msg: Admit) -> None:
+        try:
+            await self._admit_inner(msg)
+        finally:
+            self._leave()
+
+    async def _admit_inner(self, msg: Admit) -> None:
+        now = self._now()
+        now_ts = format_ts(now)
+        rows: list[ops.NewTask] = []
+        reserved: list[bool] = []
+        for p in msg.tasks:
+            lease = ops.new_lease()
+            if p.schedule is not None:
+                status, got = TaskStatus.SCHEDULED, False
+                next_run = format_ts(next_fire(p.schedule, now))
+            else:
+                got = self._try_reserve(p.type, lease)
+                status = TaskStatus.RUNNING if got else TaskStatus.QUEUED
+                next_run = None
+            reserved.append(got)
+            rows.append(
+                ops.NewTask(
+                    id=p.id,
+                    type=p.type,
+                    params=p.params_json,
+                    schedule=None if p.schedule is None else json.dumps(p.schedule.to_json()),
+                    timeout=p.timeout,
+                    status=status,
+                    lease=lease,
+                    now=now_ts,
+                    next_run_at=next_run,
+                )
+            )
+        try:
+            results: list[SubmitOutcome] = await self._store.write(ops.InsertTasks(tuple(rows)))
+        except BaseException as exc:
+            for row, got in zip(rows, reserved, strict=True):
+                if got:
+                    self._release(row.type, row.lease)
+            if isinstance(exc, Exception):
+                _reply(msg.reply, outcome.Error(exc))
+                return
+            raise
+        for p, row, got, res in zip(msg.tasks, rows, reserved, results, strict=True):
+            if not res.created:
+                self._metrics.deduplicated.labels(p.type).inc()
+                if got:
+                    self._release(p.type, row.lease)
+                continue
+            self._metrics.submitted.labels(p.type).inc()
+            if p.schedule is not None:
+                self._wake_cron.set()
+                continue
+            self._start_actor(
+                Runnable(
+                    id=p.id,
+                    type=p.type,
+                    run=res.run,
+                    params=p.params,
+                    timeout=p.timeout,
+                    lease=row.lease,
+                    status=res.status,
+                    is_schedule=False,
+                ),
+                reserved=got,
+                validated=True,
+            )
+        _reply(msg.reply, outcome.Value(results))
+
+    async def _remove(self, msg: Remove) -> None:
+        entry = self._running.pop(msg.id, None)
+        if entry is not None:
+            # Mark first: the actor must write nothing once it is removed, even if its
+            # handler returns in this very instant.
+            entry.removed = True
+            entry.scope.cancel()
+        try:
+            deleted = await self._store.write(ops.DeleteTask(msg.id))
+        except Exception as exc:
+            _reply(msg.reply, outcome.Error(exc))
+            return
+        self._wake_cron.set()
+        self._notify(msg.id)
+        _reply(msg.reply, outcome.Value(deleted or entry is not None))
+
+    def _try_reserve(self, task_type: str, token: object) -> bool:
+        per_type = self._limits.per_type.get(task_type)
+        total = self._limits.total
+        if per_type is not None:
+            try:
+                per_type.acquire_on_behalf_of_nowait(token)
+            except trio.WouldBlock:
+                return False
+        if total is not None:
+            try:
+                total.acquire_on_behalf_of_nowait(token)
+            except trio.WouldBlock:
+                if per_type is not None:
+                    per_type.release_on_behalf_of(token)
+                return False
+        return True
+
+    async def _reserve(self, task_type: str, token: object) -> None:
+        # Type first, then the global pool: a task never holds a global slot while it
+        # waits for its type's slot, so one saturated type cannot starve the others.
+        per_type = self._limits.per_type.get(task_type)
+        total = self._limits.total
+        if per_type is not None:
+            await per_type.acquire_on_behalf_of(token)
+        if total is not None:
+            try:
+                await total.acquire_on_behalf_of(token)
+            except BaseException:
+                if per_type is not None:
+                    per_type.release_on_behalf_of(token)
+                raise
+
+    def _release(self, task_type: str, token: object) -> None:
+        per_type = self._limits.per_type.get(task_type)
+        for limiter in (self._limits.total, per_type):
+            if limiter is not None:
+                try:
+                    limiter.release_on_behalf_of(token)
+                except RuntimeError:
+                    pass  # never acquired (cancelled while waiting)
+
+    def _start_actor(self, r: Runnable, *, reserved: bool, validated: bool = False) -> None:
+        assert self._nursery is not None
+        entry = _Running(lease=r.lease, scope=trio.CancelScope())
+        self._running[r.id] = entry
+        self._enter()
+        self._nursery.start_soon(self._task_actor, r, entry, reserved, validated)
+
+    async def _task_actor(
+        self, r: Runnable, entry: _Running, reserved: bool, validated: bool
+    ) -> None:
+        """One run of one task: wait for capacity, run the handler, record the outcome.
+
+        This is the isolation boundary: any ``Exception`` from the handler becomes a failed
+        record; ``trio.Cancelled`` (remove, shutdown) propagates and nothing is written.
+        """
+        holds = reserved
+        try:
+            with entry.scope:
+                if r.status is TaskStatus.QUEUED:
+                    self._metrics.queued.inc()
+                    try:
+                        await self._reserve(r.type, r.lease)
+                    finally:
+                        self._metrics.queued.dec()
+                    holds = True
+                    await self._store.write(
+                        ops.StartTask(r.id, r.run, r.lease, self._now_ts(), r.is_schedule)
+                    )
+                status, result, error = await self._invoke(r, entry, validated)
+            if entry.scope.cancelled_caught or entry.removed:
+                return
+            await self._record(r, status, result, error)
+        finally:
+            if holds:
+                self._release(r.type, r.lease)
+            if self._running.get(r.id) is entry:
+                del self._running[r.id]
+            self._leave()
+
+    async def _invoke(
+        self, r: Runnable, entry: _Running, validated: bool
+    ) -> tuple[TaskStatus, Any, ErrorInfo | None]:
+        ctx = TaskContext(
+            task_id=r.id, task_type=r.type, run=r.run, home=self._home, services=self._services
+        )
+        entry.ctx = ctx
+        timeout = r.timeout
+        self._metrics.running.inc()
+        started = trio.current_time()
+        try:
+            handler = self._handlers.get(r.type)
+            if timeout is None:
+                timeout = handler.timeout
+            params = r.params
+            if not validated:
+                params = handler.validate(params, self._validation_context())
+            with trio.move_on_after(timeout if timeout is not None else math.inf) as limit:
+                value = await handler(ctx, params)
+            if limit.cancelled_caught:
+                return (
+                    TaskStatus.FAILED,
+                    None,
+                    ErrorInfo(
+                        f"timed out after {timeout:g}s",
+                        type="Timeout",
+                        hint="raise the task's timeout or make the handler faster",
+                        retryable=True,
+                    ),
+                )
+            json.dumps(value)  # a result that cannot be stored fails the task, not the store
+            return TaskStatus.COMPLETED, value, None
+        except TaskError as exc:
+            return (
+                TaskStatus.FAILED,
+                exc.result,
+                ErrorInfo(exc.message, type="TaskError", hint=exc.hint, retryable=exc.retryable),
+            )
+        except Exception as exc:
+            ctx.log.warning("task failed: %r", exc, exc_info=exc)
+            return (
+                TaskStatus.FAILED,
+                None,
+                ErrorInfo(str(exc) or repr(exc), type=type(exc).__name__),
+            )
+        finally:
+            self._metrics.running.dec()
+            self._metrics.duration.labels(r.type).observe(trio.current_time() - started)
+
+    def _validation_context(self) -> dict[str, Any]:
+        return {"home": self._home, "allow_exec": self._services.allow_exec}
+
+    async def _record(
+        self, r: Runnable, status: TaskStatus, result: Any, error: ErrorInfo | None
+    ) -> None:
+        op = ops.FinishTask(
+            id=r.id,
+            run=r.run,
+            lease=r.lease,
+            status=status,
+            result=dbq.dumps(result),
+            error=None if error is None else dbq.dumps(error.to_json()),
+            now=self._now_ts(),
+            is_schedule=r.is_schedule,
+        )
+        delay = 0.05
+        while True:
+            try:
+                await self._store.write(op)
+                break
+            except StoreUnavailable:
+                # The run finished but its outcome is not durable yet: keep trying. If the
+                # process stops first, the row is still 'running' and recovery settles it.
+                await trio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        if status is TaskStatus.COMPLETED:
+            self._metrics.completed.labels(r.type).inc()
+        else:
+            self._metrics.failed.labels(r.type).inc()
+        self._notify(r.id)
+
+    def _notify(self, task_id: str) -> None:
+        event = self._waiters.pop(task_id, None)
+        if event is not None:
+            event.set()
+
+    def _wake_all_waiters(self) -> None:
+        for event in self._waiters.values():
+            event.set()
+        self._waiters.clear()
+
+    async def _cron_loop(self) -> None:
+        startup = True
+        while True:
+            # A fresh event before reading: a schedule added after the read still wakes us.
+            self._wake_cron = trio.Event()
+            now = self._now()
+            due = await self._store.read(dbq.read_due, format_ts(now), DUE_BATCH)
+            if due:
+                await self._fire(due, now, startup)
+                if len(due) == DUE_BATCH:
+                    continue
+            startup = False
+            nxt = await self._store.read(dbq.read_next_due)
+            delay = MAX_IDLE_SLEEP
+            if nxt is not None:
+                delay = min(delay, max(0.0, (parse_ts(nxt) - self._now()).total_seconds()))
+            with trio.move_on_after(delay):
+                await self._wake_cron.wait()
+
+    async def _fire(self, due: list[dbq.DueSchedule], now: datetime, startup: bool) -> None:
+        now_ts = format_ts(now)
+        firings: list[ops.Firing] = []
+        reserved: dict[str, bool] = {}
+        for d in due:
+            nxt = format_ts(next_fire(d.schedule, now))
+            due_at = parse_ts(d.next_run_at)
+            late = now - due_at
+            fire = True
+            if d.id in self._running:
+                # Overlap guard: the previous firing still runs; skip, but advance.
+                fire = False
+                self._metrics.overlap_skips.labels(d.type).inc()
+                log.warning("schedule %s (%s): previous run still running, skipped", d.id, d.type)
+            elif late > MISFIRE_GRACE:
+                self._metrics.misfires.labels(d.schedule.misfire).inc()
+                log.warning(
+                    "schedule %s (%s) missed %s by %s; policy %s",
+                    d.id,
+                    d.type,
+                    d.next_run_at,
+                    late,
+                    d.schedule.misfire,
+                )
+                fire = d.schedule.misfire == "run-once"
+            if d.type not in self._handlers:
+                fire = False
+            lease = ops.new_lease()
+            status = TaskStatus.SCHEDULED
+            if fire:
+                got = self._try_reserve(d.type, lease)
+                reserved[d.id] = got
+                status = TaskStatus.RUNNING if got else TaskStatus.QUEUED
+                self._metrics.lateness.observe(max(0.0, late.total_seconds()))
+            firings.append(ops.Firing(d.id, d.next_run_at, nxt, fire, status, lease, now_ts))
+        try:
+            results = await self._store.write(ops.FireSchedules(tuple(firings)))
+        except StoreUnavailable:
+            for f in firings:
+                if reserved.get(f.id):
+                    self._release(self._type_of(due, f.id), f.lease)
+            await trio.sleep(1.0)
+            return
+        for f, runnable in zip(firings, results, strict=True):
+            if runnable is None:
+                if reserved.get(f.id):
+                    self._release(self._type_of(due, f.id), f.lease)
+                continue
+            if f.id in self._running:
+                continue
+            self._start_actor(runnable, reserved=reserved.get(f.id, False))
+
+    @staticmethod
+    def _type_of(due: list[dbq.DueSchedule], task_id: str) -> str:
+        return next(d.type for d in due if d.id == task_id)
+
+    async def _prune_loop(self) -> None:
+        assert self._retention is not None
+        while True:
+            cutoff = format_ts(self._now() - timedelta(days=self._retention))
+            try:
+                while await self._store.write(ops.Prune(cutoff)) > 0:
+                    await trio.lowlevel.checkpoint()
+            except StoreUnavailable as exc:
+                log.warning("retention prune failed: %s", exc)
+            await trio.sleep(PRUNE_EVERY)
+
+
+def _reply(channel: trio.MemorySendChannel[Any], value: outcome.Outcome[Any]) -> None:
+    try:
+        channel.send_nowait(value)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.WouldBlock):
+        pass  # the caller has gone; never wait on a caller
+    channel.close()
