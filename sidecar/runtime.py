@@ -24,6 +24,7 @@ from typing import Any
 
 import trio
 
+from . import threads
 from .builtins import builtin_handlers
 from .clock import Clock, SystemClock, format_ts
 from .cron import validate_schedule
@@ -371,10 +372,10 @@ async def open_runtime(
     home_path: Path | None = None
     db_path: Path | None = None
     if home is not None:
-        home_path = await trio.to_thread.run_sync(_prepare_home, Path(home))
+        home_path = await threads.run_sync(_prepare_home, Path(home))
         db_path = home_path / DB_FILENAME
     # Opened before any nursery: a refused file raises plainly, not inside an ExceptionGroup.
-    database = await trio.to_thread.run_sync(
+    database = await threads.run_sync(
         lambda: open_database(db_path, synchronous=synchronous)
     )
     store_actor = StoreActor(

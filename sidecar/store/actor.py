@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import outcome
 import trio
 
+from .. import threads
 from ..errors import ShuttingDown, StoreUnavailable
 from ..metrics import Metrics
 from . import db as dbmod
@@ -48,7 +49,7 @@ class _Slot:
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         async with self.lock:
             # Never abandon: the thread still owns the connection until the call returns.
-            return await trio.to_thread.run_sync(fn, self.conn, *args)
+            return await threads.run_sync(fn, self.conn, *args)
 
 
 class StoreClient:
@@ -141,7 +142,7 @@ class StoreActor:
             else:
                 path = self._db.path
                 for _ in range(self._n_readers):
-                    readers.append(_Slot(await trio.to_thread.run_sync(dbmod.connect_reader, path)))
+                    readers.append(_Slot(await threads.run_sync(dbmod.connect_reader, path)))
             client = StoreClient(send, readers)
             task_status.started(client)
             # Shielded: the store outlives every writer. It stops only when all of them
