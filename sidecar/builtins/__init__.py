@@ -7,12 +7,9 @@ contract and examples are in docs/handlers.md.
 from __future__ import annotations
 
 from ..handlers import Handler
-from .await_condition import await_condition
-from .config_patch import config_patch
-from .exec_ import exec_
-from .http_request import http_request
-from .readiness import mark_not_ready, mark_ready
-from .sleep import sleep
+
+# Modules, not their handlers: ``from .sleep import sleep`` would shadow the submodule.
+from . import await_condition, config_patch, exec_, http_request, readiness, sleep
 
 __all__ = ["builtin_handlers"]
 
@@ -24,11 +21,11 @@ def builtin_handlers() -> list[Handler]:
     disabled") unless the runtime passes ``allow_exec=True`` in the validation context.
     """
     return [
-        mark_ready,
-        mark_not_ready,
-        sleep,
-        config_patch,
-        await_condition,
-        http_request,
-        exec_,
+        readiness.mark_ready,
+        readiness.mark_not_ready,
+        sleep.sleep,
+        config_patch.config_patch,
+        await_condition.await_condition,
+        http_request.http_request,
+        exec_.exec_,
     ]

@@ -41,7 +41,7 @@ class OutsideHome(ValueError):
     """A path does not stay inside the home directory."""
 
 
-def _lexical(value: str) -> PurePosixPath:
+def _lexical(value: str, *, allow_home: bool) -> PurePosixPath:
     """Reject what can be rejected without touching the file system."""
     if not value:
         raise OutsideHome("must be a non-empty path relative to the home directory")
@@ -54,7 +54,7 @@ def _lexical(value: str) -> PurePosixPath:
         raise OutsideHome("must be relative to the home directory, not absolute")
     if ".." in path.parts:
         raise OutsideHome("must not contain '..'")
-    if not path.parts:
+    if not path.parts and not allow_home:
         raise OutsideHome("must name a path below the home directory")
     return path
 
@@ -69,9 +69,7 @@ def resolve_inside_home(home: Path, value: str, *, allow_home: bool = False) -> 
         OutsideHome: when the path is absolute, contains ``..``, or resolves (through a
             symlink) outside ``home``, or names the runtime's database.
     """
-    rel = _lexical(value)
-    if rel == PurePosixPath(".") and not allow_home:
-        raise OutsideHome("must name a path below the home directory")
+    rel = _lexical(value, allow_home=allow_home)
     real_home = Path(os.path.realpath(home))
     target = Path(os.path.realpath(real_home.joinpath(*rel.parts)))
     if target != real_home and not target.is_relative_to(real_home):
@@ -92,7 +90,7 @@ def check_home_path(value: str, info: pydantic.ValidationInfo, *, allow_home: bo
     context: dict[str, Any] = info.context or {}
     try:
         if "home" not in context:
-            _lexical(value)
+            _lexical(value, allow_home=allow_home)
             return value
         home = context["home"]
         if home is None:

@@ -191,7 +191,7 @@ async def _drain(stream: trio.abc.ReceiveStream, tail: Tail) -> None:
 async def _end_group(proc: trio.Process) -> None:
     """SIGTERM the process group led by ``proc``, SIGKILL it after ``TERM_GRACE``."""
     pgid = proc.pid
-    if proc.returncode is not None and not _group_alive(pgid):
+    if proc.returncode is not None and not await _group_alive(pgid):
         return
     _killpg(pgid, signal.SIGTERM)
     with trio.move_on_after(TERM_GRACE):
@@ -199,14 +199,15 @@ async def _end_group(proc: trio.Process) -> None:
         # Members other than the leader are not our children, so nothing signals their
         # exit: poll for an empty group.
         while True:
-            if not _group_alive(pgid):
+            if not await _group_alive(pgid):
                 return
             await trio.sleep(_POLL)
     _killpg(pgid, signal.SIGKILL)
     await proc.wait()
 
 
-def _group_alive(pgid: int) -> bool:
+async def _group_alive(pgid: int) -> bool:
+    """Whether any process of the group is still running (zombies do not count)."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -214,7 +215,28 @@ def _group_alive(pgid: int) -> bool:
     except PermissionError:
         # Some systems refuse signals to a group holding only zombies; nothing to end.
         return False
-    return True
+    # Exited members stay zombies until their new parent reaps them, and in a container
+    # PID 1 may never do so; look past them where /proc tells us who is who.
+    return await trio.to_thread.run_sync(_running_members, pgid, abandon_on_cancel=True)
+
+
+def _running_members(pgid: int) -> bool:
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        # After the command name: state, ppid, pgrp, ...
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
 
 
 def _killpg(pgid: int, sig: signal.Signals) -> None:
