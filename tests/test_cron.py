@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -106,7 +107,7 @@ def test_hourly_fires_every_real_hour_of_a_dst_day(day: tuple[int, int, int], ho
     got = firings(Schedule("0 * * * *", NY), start, end)
     assert len(got) == hours
     assert len(set(got)) == hours
-    assert all(b - a == timedelta(hours=1) for a, b in zip(got, got[1:], strict=False))
+    assert all(b - a == timedelta(hours=1) for a, b in pairwise(got))
 
 
 @pytest.mark.parametrize(
