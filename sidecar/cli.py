@@ -533,7 +533,11 @@ def _wait_and_show(
         disable=args.json,
     ) as progress:
         bar = progress.add_task("wait", total=None, task_id=task_id, status="…")
-        while True:
+        rec = client.request("GET", f"/v0/tasks/{task_id}").json()
+        if rec.get("schedule") is not None:
+            _die(f"{task_id} is a schedule: it never finishes (see `sidecar runs`)")
+        progress.update(bar, status=rec["status"])
+        while rec["status"] not in ("completed", "failed"):
             chunk = POLL_CHUNK_SECONDS
             if deadline is not None:
                 chunk = max(0.0, min(chunk, deadline - time.monotonic()))
@@ -545,8 +549,6 @@ def _wait_and_show(
             )
             rec = resp.json()
             progress.update(bar, status=rec["status"])
-            if rec.get("schedule") is not None:
-                _die(f"{task_id} is a schedule: it never finishes (see `sidecar runs`)")
             if rec["status"] in ("completed", "failed"):
                 break
             if deadline is not None and time.monotonic() >= deadline:

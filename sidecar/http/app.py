@@ -119,7 +119,7 @@ def create_app(
         security_schemes = {"bearer": {"type": "http", "scheme": "bearer"}}
     elif authenticator.mode is AuthMode.TRUSTED_HEADER:
         security_schemes = {
-            "remoteUser": {"type": "apiKey", "in": "header", "name": "X-Remote-User"}
+            "remoteUser": {"type": "apiKey", "in_": "header", "name": "X-Remote-User"}
         }
     QuartSchema(
         app,
