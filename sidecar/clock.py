@@ -30,7 +30,10 @@ def format_ts(dt: datetime) -> str:
     """Fixed-width UTC text (``2026-01-02T03:04:05.000006Z``): string order is time order."""
     if dt.tzinfo is None:
         raise ValueError("timestamps must be timezone-aware")
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if dt.tzinfo is not UTC:
+        dt = dt.astimezone(UTC)
+    # isoformat() drops the fraction when it is zero; fixed width needs it always.
+    return f"{dt.isoformat(timespec='microseconds')[:26]}Z"
 
 
 def parse_ts(text: str) -> datetime:

@@ -8,6 +8,7 @@ otherwise it receives the JSON object as a dict.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -50,9 +51,13 @@ class TaskContext:
         self.home = home
         self._services = services
         self.progress: Any = None
-        self.log = logging.LoggerAdapter(
-            logging.getLogger(f"sidecar.task.{task_type}"),
-            {"task_id": task_id, "task_type": task_type},
+
+    @functools.cached_property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger bound to this task (built on first use: most handlers never log)."""
+        return logging.LoggerAdapter(
+            logging.getLogger(f"sidecar.task.{self.task_type}"),
+            {"task_id": self.task_id, "task_type": self.task_type},
         )
 
     def report_progress(self, value: Any) -> None:

@@ -5,6 +5,8 @@ Actors record through this object; ``/v0/metrics`` renders ``registry``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 __all__ = ["Metrics"]
@@ -15,12 +17,22 @@ _BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000)
 _LATENESS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5, 60)
 
 
+@dataclass(frozen=True, slots=True)
+class TypeMetrics:
+    submitted: Counter
+    deduplicated: Counter
+    completed: Counter
+    failed: Counter
+    duration: Histogram
+
+
 class Metrics:
     """The runtime's counters, gauges and histograms."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        self._per_type: dict[str, TypeMetrics] = {}
         self.submitted = Counter(
             "sidecar_tasks_submitted", "Task submissions that started a run", ["type"], registry=r
         )
@@ -76,6 +88,19 @@ class Metrics:
             ["policy"],
             registry=r,
         )
+
+    def for_type(self, task_type: str) -> TypeMetrics:
+        """The per-type children, cached: ``labels()`` on every task is measurable."""
+        found = self._per_type.get(task_type)
+        if found is None:
+            found = self._per_type[task_type] = TypeMetrics(
+                submitted=self.submitted.labels(task_type),
+                deduplicated=self.deduplicated.labels(task_type),
+                completed=self.completed.labels(task_type),
+                failed=self.failed.labels(task_type),
+                duration=self.duration.labels(task_type),
+            )
+        return found
 
     def render(self) -> bytes:
         """Prometheus text exposition of every metric."""

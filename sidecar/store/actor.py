@@ -21,6 +21,7 @@ import trio
 from .. import threads
 from ..errors import ShuttingDown, StoreUnavailable
 from ..metrics import Metrics
+from ..reply import Reply
 from . import db as dbmod
 from .db import Database
 from .ops import WriteOp
@@ -36,7 +37,7 @@ class Write:
     """One write request with its private reply channel (buffer 1)."""
 
     op: WriteOp
-    reply: trio.MemorySendChannel[outcome.Outcome[Any]]
+    reply: Reply[Any]
 
 
 class _Slot:
@@ -69,17 +70,12 @@ class StoreClient:
             StoreUnavailable: the batch could not be committed (nothing was written).
             ShuttingDown: the store no longer accepts writes.
         """
-        reply_send, reply_recv = trio.open_memory_channel[outcome.Outcome[Any]](1)
+        reply: Reply[Any] = Reply()
         try:
-            await self._send.send(Write(op, reply_send))
+            await self._send.send(Write(op, reply))
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise ShuttingDown("the store is closed") from None
-        with reply_recv:
-            try:
-                result = await reply_recv.receive()
-            except trio.EndOfChannel:
-                raise ShuttingDown("the store closed before answering") from None
-        return result.unwrap()
+        return await reply.receive()
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, *args)`` on a pooled read connection in a worker thread."""
@@ -170,10 +166,7 @@ class StoreActor:
                     break
             results = await writer.run(self._commit, [w.op for w in batch])
             for w, res in zip(batch, results, strict=True):
-                try:
-                    w.reply.send_nowait(res)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, trio.WouldBlock):
-                    pass  # the caller has gone; the write stands regardless
+                w.reply.send_nowait(res)  # a caller that has gone is ignored
 
     def _commit(self, conn: sqlite3.Connection, ops: list[WriteOp]) -> list[outcome.Outcome[Any]]:
         """Runs in the writer thread: one transaction, or each op alone if the batch fails."""
