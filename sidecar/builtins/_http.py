@@ -6,6 +6,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import trio
 from pydantic_core import PydanticCustomError
 
 __all__ = ["MISSING", "check_url", "json_at", "json_equal", "read_bounded"]
@@ -27,11 +28,16 @@ def check_url(value: str) -> str:
 async def read_bounded(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
     """Read at most ``limit`` bytes of a streamed body; ``True`` when more was left unread."""
     body = bytearray()
-    async for chunk in response.aiter_bytes():
-        body += chunk
-        if len(body) > limit:
-            return bytes(body[:limit]), True
-    return bytes(body), False
+    # Breaking out of ``aiter_bytes`` would leave httpcore's nested async generators to
+    # the garbage collector (trio warns, and the connection is not released promptly).
+    # Cancelling the read instead unwinds them through their own cleanup.
+    with trio.CancelScope() as stop:
+        async for chunk in response.aiter_bytes():
+            if len(body) <= limit:
+                body += chunk
+            if len(body) > limit:
+                stop.cancel()
+    return bytes(body[:limit]), len(body) > limit
 
 
 MISSING: Any = object()

@@ -19,6 +19,7 @@ import pydantic
 import trio
 from pydantic_core import PydanticCustomError
 
+from .. import threads
 from ..errors import TaskError
 from ..handlers import TaskContext, handler
 from ._common import OutsideHome, Params, check_home_path, resolve_inside_home
@@ -139,7 +140,7 @@ async def _open_probe(ctx: TaskContext, params: AwaitConditionParams) -> AsyncIt
         yield functools.partial(_check_file, ctx.home, params.file)
         return
     # Building a client loads CA certificates from disk: do it off the trio thread.
-    client = await trio.to_thread.run_sync(lambda: httpx.AsyncClient(timeout=_PROBE_TIMEOUT))
+    client = await threads.run_sync(lambda: httpx.AsyncClient(timeout=_PROBE_TIMEOUT))
     try:
         yield functools.partial(_check_url, client, params)
     finally:
@@ -148,8 +149,7 @@ async def _open_probe(ctx: TaskContext, params: AwaitConditionParams) -> AsyncIt
 
 
 async def _check_file(home: Path, rel: str) -> tuple[bool, Any]:
-    # Read-only, so a hung file system may be abandoned when the wait times out.
-    exists = await trio.to_thread.run_sync(_exists_inside, home, rel, abandon_on_cancel=True)
+    exists = await threads.run_sync(_exists_inside, home, rel)
     return exists, {"exists": exists}
 
 

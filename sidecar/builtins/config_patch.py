@@ -22,9 +22,9 @@ from typing import Any, Literal
 import pydantic
 import tomlkit
 import tomlkit.exceptions
-import trio
 from pydantic_core import PydanticCustomError
 
+from .. import threads
 from ..errors import TaskError
 from ..handlers import TaskContext, handler
 from ._common import OutsideHome, Params, check_home_path, resolve_inside_home
@@ -121,7 +121,7 @@ async def config_patch(ctx: TaskContext, params: ConfigPatchParams) -> dict[str,
         raise TaskError("config-patch needs a runtime with a home directory")
     # One worker-thread call does the whole read-modify-write: it never blocks the trio
     # thread, and it is not abandoned on cancellation, so a write is never left half-done.
-    return await trio.to_thread.run_sync(_apply, ctx.home, params)
+    return await threads.run_sync(_apply, ctx.home, params)
 
 
 def merge_patch(target: Any, patch: Any) -> Any:

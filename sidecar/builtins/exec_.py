@@ -24,6 +24,7 @@ import pydantic
 import trio
 from pydantic_core import PydanticCustomError
 
+from .. import threads
 from ..errors import TaskError
 from ..handlers import TaskContext, handler
 from ._common import OutsideHome, Params, Tail, check_home_path, resolve_inside_home
@@ -100,7 +101,7 @@ async def exec_(ctx: TaskContext, params: ExecParams) -> dict[str, Any]:
     """
     if not ctx.services.allow_exec:
         raise TaskError("exec is disabled", hint="start the sidecar with --allow-exec")
-    cwd = await trio.to_thread.run_sync(_working_dir, ctx.home, params.cwd)
+    cwd = await threads.run_sync(_working_dir, ctx.home, params.cwd)
     env = {**os.environ, **params.env} if params.env else None
     run = _Run(TAIL_BYTES)
     deadline = math.inf if params.timeout is None else trio.current_time() + params.timeout
@@ -217,7 +218,7 @@ async def _group_alive(pgid: int) -> bool:
         return False
     # Exited members stay zombies until their new parent reaps them, and in a container
     # PID 1 may never do so; look past them where /proc tells us who is who.
-    return await trio.to_thread.run_sync(_running_members, pgid, abandon_on_cancel=True)
+    return await threads.run_sync(_running_members, pgid)
 
 
 def _running_members(pgid: int) -> bool:

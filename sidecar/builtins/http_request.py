@@ -11,6 +11,7 @@ import pydantic
 import trio
 from pydantic_core import PydanticCustomError
 
+from .. import threads
 from ..errors import TaskError
 from ..handlers import TaskContext, handler
 from ._common import Params
@@ -114,7 +115,7 @@ async def http_request(ctx: TaskContext, params: HttpRequestParams) -> dict[str,
         if not any(name.lower() == "content-type" for name in request_headers):
             request_headers["Content-Type"] = "application/json"
     # Building a client loads CA certificates from disk: do it off the trio thread.
-    client = await trio.to_thread.run_sync(lambda: httpx.AsyncClient(timeout=None))
+    client = await threads.run_sync(lambda: httpx.AsyncClient(timeout=None))
     try:
         async with client.stream(
             params.method, params.url, headers=request_headers, content=content
