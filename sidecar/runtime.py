@@ -253,8 +253,9 @@ class Runtime:
     async def wait(self, task_id: str, *, timeout: float | None = None) -> TaskResult:
         """Wait until the task's run ends; return its record.
 
-        A schedule returns after its next firing ends. On ``timeout`` (seconds), or once
-        shutdown begins, the current record is returned as it is (check ``.status``).
+        A schedule returns once a firing has ended (at once if one already has: the record
+        then shows the latest firing). On ``timeout`` (seconds), or once shutdown begins,
+        the current record is returned as it is (check ``.status``).
 
         Raises:
             TaskNotFound: no such task, or it was removed while waiting.

@@ -624,14 +624,20 @@ class SchedulerActor:
 
     async def _prune_loop(self) -> None:
         assert self._retention is not None
+        keep = timedelta(days=self._retention)
+        # Hourly for real retention periods; proportionally sooner for short ones, so a
+        # record never outlives its retention by much more than the period itself.
+        every = max(1.0, min(PRUNE_EVERY, keep.total_seconds() / 4))
         while True:
-            cutoff = format_ts(self._now() - timedelta(days=self._retention))
+            cutoff = format_ts(self._now() - keep)
             try:
-                while await self._store.write(ops.Prune(cutoff)) > 0:
-                    await trio.lowlevel.checkpoint()
+                # Chunks until a short one: each write is its own short transaction.
+                pruned = await self._store.write(ops.Prune(cutoff))
+                while pruned >= ops.PRUNE_CHUNK:
+                    pruned = await self._store.write(ops.Prune(cutoff))
             except StoreUnavailable as exc:
                 log.warning("retention prune failed: %s", exc)
-            await trio.sleep(PRUNE_EVERY)
+            await trio.sleep(every)
 
 
 def _timeout_error(timeout: float | None) -> ErrorInfo:

@@ -27,6 +27,10 @@ __all__ = [
 ]
 
 
+# Rows deleted per prune transaction: short enough never to stall other writers.
+PRUNE_CHUNK = 5000
+
+
 def new_lease() -> int:
     """A fresh token naming one actor's claim on a row (see ``Database._finish``)."""
     return random.getrandbits(62)
@@ -110,7 +114,7 @@ class RecoverStale:
 @dataclass(frozen=True, slots=True)
 class Prune:
     cutoff: str
-    limit: int = 5000
+    limit: int = PRUNE_CHUNK
 
 
 @dataclass(frozen=True, slots=True)
