@@ -399,7 +399,7 @@ def _cmd_submit(args: argparse.Namespace, client: _Client) -> int:
     elif args.timezone:
         _die("--timezone needs --cron")
     if args.wait and args.cron:
-        _die("--wait cannot be used with --cron: a schedule never finishes")
+        _die("--wait cannot be used with --cron: a schedule keeps firing")
     resp = client.request("POST", "/v0/tasks", json=body, ok=(201, 202))
     task_id = resp.json()["id"]
     if args.wait:
@@ -535,7 +535,7 @@ def _wait_and_show(
         bar = progress.add_task("wait", total=None, task_id=task_id, status="…")
         rec = client.request("GET", f"/v0/tasks/{task_id}").json()
         if rec.get("schedule") is not None:
-            _die(f"{task_id} is a schedule: it never finishes (see `sidecar runs`)")
+            _die(f"{task_id} is a schedule, not a one-shot task: see `sidecar runs {task_id}`")
         progress.update(bar, status=rec["status"])
         while rec["status"] not in ("completed", "failed"):
             chunk = POLL_CHUNK_SECONDS
