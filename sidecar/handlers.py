@@ -119,7 +119,7 @@ def _params_error(exc: pydantic.ValidationError) -> InvalidParams:
     msg = first.get("msg", "invalid value")
     if loc:
         return InvalidParams(f"params.{loc}: {msg}", field=loc)
-    return InvalidParams(f"params: {msg}")
+    return InvalidParams(msg)
 
 
 def handler(

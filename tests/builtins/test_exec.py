@@ -195,7 +195,7 @@ async def test_cwd_must_be_a_directory(run_handler, home):
 def test_exec_is_disabled_unless_the_runtime_allows_it(invalid, context):
     for params in ({"argv": ["true"]}, {}, {"argv": "rm -rf /"}):
         err = invalid(exec_, params, context)
-        assert str(err) == "params: exec is disabled"
+        assert str(err) == "exec is disabled"
 
 
 @pytest.mark.parametrize(
