@@ -17,10 +17,12 @@ expected) and checks in the DB that every accepted task is ``completed``: nothin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import signal
 import sqlite3
+import ssl
 import statistics
 import subprocess
 import sys
@@ -87,20 +89,40 @@ async def start(argv: list[str], port_file: Path, log: Path) -> tuple[trio.Proce
     return proc, (await url_file.read_text()).strip()
 
 
-async def load_single(url: str, seconds: float, concurrency: int) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all threads), from /proc (Linux)."""
+    if not pid:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def load_single(url: str, seconds: float, concurrency: int, pid: int = 0) -> dict:
     """``concurrency`` httpx clients, one keep-alive connection each, POSTing in a loop.
 
     One client per connection: a single pooled AsyncClient shared by 64 tasks spends more
     CPU in its pool than the server spends per request, and measures the client instead.
+    The clients (and their connections) are set up before the clock starts.
     """
     latencies: list[float] = []
     ids: list[str] = []
     errors = 0
-    deadline = time.perf_counter() + seconds
+    tls = ssl.create_default_context()  # built once: each client would load the CA bundle
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(httpx.AsyncClient(base_url=url, timeout=30, verify=tls))
+            for _ in range(concurrency)
+        ]
+        async with trio.open_nursery() as nursery:
+            for client in clients:
+                nursery.start_soon(client.get, "/v0/status")  # open the connection
+        deadline = time.perf_counter() + seconds
 
-    async def worker() -> None:
-        nonlocal errors
-        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        async def worker(client: httpx.AsyncClient) -> None:
+            nonlocal errors
             while time.perf_counter() < deadline:
                 t0 = time.perf_counter()
                 resp = await client.post("/v0/tasks", json={"type": "bench-noop"})
@@ -110,11 +132,13 @@ async def load_single(url: str, seconds: float, concurrency: int) -> dict:
                 else:
                     errors += 1
 
-    started = time.perf_counter()
-    async with trio.open_nursery() as nursery:
-        for _ in range(concurrency):
-            nursery.start_soon(worker)
-    elapsed = time.perf_counter() - started
+        cpu_before = cpu_seconds(pid)
+        started = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for client in clients:
+                nursery.start_soon(worker, client)
+        elapsed = time.perf_counter() - started
+        cpu = cpu_seconds(pid) - cpu_before
     latencies.sort()
     return {
         "req_s": len(latencies) / elapsed,
@@ -123,6 +147,7 @@ async def load_single(url: str, seconds: float, concurrency: int) -> dict:
         "ok": len(latencies),
         "errors": errors,
         "ids": ids,
+        "cpu_ms": cpu * 1000 / max(1, len(latencies)),
     }
 
 
@@ -153,6 +178,7 @@ async def load_batch(url: str, seconds: float, clients: int, size: int) -> dict:
     latencies.sort()
     return {
         "tasks_s": len(ids) / elapsed,
+        "ok": len(ids),
         "requests": len(latencies),
         "p50_ms": statistics.median(latencies) * 1000,
         "p99_ms": latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000,
@@ -210,8 +236,8 @@ async def main(args: argparse.Namespace) -> None:
         ids += (await load_single(url, 1.0, args.concurrency))["ids"]
         bares, singles = [], []
         for _ in range(args.rounds):
-            bares.append(await load_single(bare_url, args.seconds, args.concurrency))
-            singles.append(await load_single(url, args.seconds, args.concurrency))
+            bares.append(await load_single(bare_url, args.seconds, args.concurrency, bare_proc.pid))
+            singles.append(await load_single(url, args.seconds, args.concurrency, proc.pid))
             ids += singles[-1]["ids"]
         bare_proc.kill()
         await bare_proc.wait()
@@ -222,18 +248,28 @@ async def main(args: argparse.Namespace) -> None:
             for r in runs:
                 print(
                     f"{name} : {r['req_s']:7.0f} req/s  p50 {r['p50_ms']:6.1f} ms"
-                    f"  p99 {r['p99_ms']:6.1f} ms  ({r['errors']} errors)"
+                    f"  p99 {r['p99_ms']:6.1f} ms  server CPU {r['cpu_ms']:.2f} ms/req"
+                    f"  ({r['errors']} errors)"
                 )
         bare_rate = statistics.mean(r["req_s"] for r in bares)
         single_rate = statistics.mean(r["req_s"] for r in singles)
-        print(f"ratio sidecar / bare    : {single_rate / bare_rate:7.1%}  (target >= 90%)")
+        bare_cpu = statistics.mean(r["cpu_ms"] for r in bares)
+        single_cpu = statistics.mean(r["cpu_ms"] for r in singles)
+        print(f"ratio sidecar / bare    : {single_rate / bare_rate:7.1%} of req/s  (target >= 90%)")
+        print(
+            f"                          {bare_cpu / single_cpu:7.1%} by server CPU per request "
+            f"({single_cpu:.2f} vs {bare_cpu:.2f} ms)"
+        )
 
+        cpu_before = cpu_seconds(proc.pid)
         batch = await load_batch(url, args.seconds, args.batch_clients, args.batch_size)
+        batch["cpu_ms"] = (cpu_seconds(proc.pid) - cpu_before) * 1000 / max(1, batch["ok"])
         ids += batch["ids"]
         print(
             f"sidecar /v0/tasks/batch : {batch['tasks_s']:7.0f} tasks/s ({batch['requests']} "
             f"batches of {args.batch_size}, {args.batch_clients} clients; p50 "
-            f"{batch['p50_ms']:.0f} ms, p99 {batch['p99_ms']:.0f} ms)  (target >= 5000)"
+            f"{batch['p50_ms']:.0f} ms, p99 {batch['p99_ms']:.0f} ms; server CPU "
+            f"{batch['cpu_ms'] * 1000:.0f} us/task)  (target >= 5000)"
         )
 
         t0 = time.perf_counter()

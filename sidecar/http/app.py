@@ -192,6 +192,12 @@ def create_app(
             timeout=body.timeout,
             schedule=to_schedule(body.schedule),
         )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "task %s",
+                "submitted" if outcome.created else "deduplicated",
+                extra={"task_id": outcome.id, "task_type": body.type},
+            )
         return _json({"id": outcome.id}, 201 if outcome.created else 202)
 
     @app.post("/v0/tasks/batch")
@@ -283,6 +289,7 @@ def create_app(
         """Cancel a running task / stop a schedule, and delete the record."""
         if not await rt.remove(task_id):
             raise TaskNotFound(task_id)
+        log.info("task removed", extra={"task_id": task_id})
         return Response(b"", status=204)
 
     return app
