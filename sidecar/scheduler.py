@@ -45,6 +45,9 @@ MISFIRE_GRACE = timedelta(seconds=60)
 MAX_IDLE_SLEEP = 60.0
 DUE_BATCH = 1000
 PRUNE_EVERY = 3600.0
+# How long a remove waits for the cancelled actor to unwind before answering anyway (a
+# handler may ignore cancellation; the row is already gone either way).
+REMOVE_UNWIND = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +98,7 @@ class _Running:
     ctx: TaskContext | None = None
     removed: bool = False
     timeout: float | None = None
+    stopped: trio.Event | None = None  # made only by a remove that waits for the unwind
 
 
 @dataclass
@@ -360,17 +364,25 @@ class SchedulerActor:
             self._start_actor(runnable, reserved=got, validated=True)
 
     async def _remove(self, msg: Remove) -> None:
-        entry = self._running.pop(msg.id, None)
-        if entry is not None:
-            # Mark first: the actor must write nothing once it is removed, even if its
-            # handler returns in this very instant.
-            entry.removed = True
-            entry.scope.cancel()
+        # Delete, then cancel: a remove the store refuses (failing disk) must change nothing,
+        # not cancel the task and leave its row 'running' with no actor (issue 6). An outcome
+        # the actor records meanwhile is harmless: committed before the delete, it goes with
+        # the row; after it, the lease guard finds no row.
+        entry = self._running.get(msg.id)
         try:
             deleted = await self._store.write(ops.DeleteTask(msg.id))
         except Exception as exc:
             _reply(msg.reply, outcome.Error(exc))
             return
+        if entry is not None and self._running.get(msg.id) is entry:
+            del self._running[msg.id]
+            # Mark before cancelling: a removed actor writes nothing, even if its handler
+            # returns in this very instant.
+            entry.removed = True
+            entry.stopped = trio.Event()
+            entry.scope.cancel()
+            with trio.move_on_after(REMOVE_UNWIND):
+                await entry.stopped.wait()
         self._wake_cron.set()
         self._notify(msg.id)
         _reply(msg.reply, outcome.Value(deleted or entry is not None))
@@ -462,6 +474,8 @@ class SchedulerActor:
             if self._running.get(r.id) is entry:
                 del self._running[r.id]
             self._leave()
+            if entry.stopped is not None:
+                entry.stopped.set()
 
     async def _invoke(
         self, r: Runnable, entry: _Running, validated: bool

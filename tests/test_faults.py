@@ -336,3 +336,29 @@ async def test_serve_refuses_a_db_file_it_cannot_use_and_leaves_it_untouched(
     assert "Traceback" not in err
     assert await trio.Path(db).read_bytes() == before
     assert sorted(p.name for p in await trio.Path(home).iterdir()) == ["sidecar.db"]
+
+
+async def test_a_remove_the_disk_refused_leaves_the_task_running_untouched(
+    tmp_path, wall_clock, autojump_clock
+):
+    release_event = trio.Event()
+
+    @sidecar.handler("held-for-remove")
+    async def held_for_remove(ctx: sidecar.TaskContext, params: dict) -> str:
+        await release_event.wait()
+        return "released"
+
+    disk = Disk()
+    async with sidecar.open_runtime(
+        tmp_path, handlers=[held_for_remove], clock=wall_clock, store_fault_hook=disk
+    ) as rt:
+        task_id = await rt.submit("held-for-remove")
+        disk.broken = True
+        with pytest.raises(StoreUnavailable):
+            await rt.remove(task_id)
+        disk.broken = False
+        # The refused remove changed nothing: the task still runs and finishes normally,
+        # rather than being cancelled with its row left 'running' and no actor behind it.
+        release_event.set()
+        rec = await rt.wait(task_id, timeout=30)
+        assert (rec.status, rec.result) == (TaskStatus.COMPLETED, "released")
