@@ -271,14 +271,30 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         entry_points=not args.no_entry_points,
     )
     log = logging.getLogger("sidecar")
+    # Start-up problems an operator fixes (bad handler spec, conflict, newer DB, port in
+    # use) get one line each and no traceback; they may arrive wrapped in exception groups
+    # from the nurseries they surfaced in.
+    operator_errors = (SidecarError, ValueError, ImportError, OSError)
     try:
         trio.run(serve, options)
-    except (SidecarError, ValueError, ImportError, OSError) as exc:
-        # Start-up problems an operator fixes: bad handler spec, conflict, newer DB, port
-        # in use. One line, no traceback.
+    except operator_errors as exc:
         log.error("cannot start: %s", exc)
         return EXIT_USAGE
+    except BaseExceptionGroup as group:
+        leaves = _leaves(group)
+        if not all(isinstance(leaf, operator_errors) for leaf in leaves):
+            raise
+        for leaf in leaves:
+            log.error("cannot start: %s", leaf)
+        return EXIT_USAGE
     return EXIT_OK
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
 
 
 def _usage(message: str) -> int:

@@ -218,27 +218,25 @@ async def test_token_auth_body_limit_and_long_poll(servers):
 
 async def test_start_up_errors_are_one_line_and_exit_2(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO)])}
-    result = await trio.run_process(
-        [
-            sys.executable,
-            "-m",
-            "sidecar",
-            "serve",
-            "--home",
-            str(tmp_path / "h"),
-            "--port",
-            "0",
-            "--handlers",
-            "no_such_module:X",
-            "--no-entry-points",
-        ],
-        cwd=REPO,
-        env=env,
-        capture_stdout=True,
-        capture_stderr=True,
-        check=False,
-    )
-    assert result.returncode == 2
-    err = result.stderr.decode()
-    assert "no_such_module" in err
-    assert "Traceback" not in err
+    taken = trio.socket.socket()
+    await taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = str(taken.getsockname()[1])
+    base = [sys.executable, "-m", "sidecar", "serve", "--home", str(tmp_path / "h")]
+    with taken:
+        for extra, expected in (
+            (["--port", "0", "--handlers", "no_such_module:X"], "no_such_module"),
+            (["--port", port, "--no-entry-points"], "Address already in use"),
+        ):
+            result = await trio.run_process(
+                [*base, *extra],
+                cwd=REPO,
+                env=env,
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+            err = result.stderr.decode()
+            assert result.returncode == 2, err
+            assert expected in err
+            assert "Traceback" not in err
