@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pydantic
 import trio
@@ -33,6 +33,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from ..errors import InvalidTask, ShuttingDown, SidecarError, StoreUnavailable, TaskNotFound
 from ..models import record_to_wire, run_to_wire
+from ..runtime import Runtime, TaskRequest
 from .auth import PUBLIC_PATHS, Authenticator, AuthMode
 from .schemas import (
     MAX_BATCH,
@@ -50,9 +51,6 @@ from .schemas import (
     parse_task_request,
     to_schedule,
 )
-
-if TYPE_CHECKING:
-    from ..runtime import Runtime
 
 __all__ = ["DEFAULT_MAX_BODY", "create_app"]
 
@@ -206,8 +204,6 @@ def create_app(
     @document_response(ErrorBody, 400)
     async def submit_batch() -> Response:
         """Submit up to 1,000 tasks; all accepted rows are committed in one group commit."""
-        from .. import TaskRequest
-
         data = await _json_body()
         if not isinstance(data, dict):
             raise InvalidTask("body must be a JSON object")
@@ -217,7 +213,7 @@ def create_app(
         if len(items) > MAX_BATCH:
             raise InvalidTask(f"tasks: at most {MAX_BATCH} per batch (got {len(items)})")
         entries: list[dict[str, Any]] = [{} for _ in items]
-        requests: list[Any] = []
+        requests: list[TaskRequest] = []
         slots: list[int] = []
         for i, item in enumerate(items):
             try:

@@ -33,6 +33,8 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
+from ..plugins import load_handlers
+from ..runtime import open_runtime
 from .app import DEFAULT_MAX_BODY, create_app
 from .auth import Authenticator, AuthMode
 
@@ -156,9 +158,6 @@ async def serve(
         sidecar.HandlerConflict: two handlers claim one task type.
         sidecar.SchemaTooNew, sidecar.StoreCorrupt: the DB cannot be used.
     """
-    from .. import open_runtime
-    from ..plugins import load_handlers
-
     authenticator = Authenticator(options.auth, options.token)
     plugin_handlers = load_handlers(list(options.handlers), entry_points=options.entry_points)
     home = Path(options.home)
