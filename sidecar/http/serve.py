@@ -162,8 +162,8 @@ async def serve(
     plugin_handlers = load_handlers(list(options.handlers), entry_points=options.entry_points)
     home = Path(options.home)
     await trio.Path(home).mkdir(parents=True, exist_ok=True)
-    # Open the receiver before anything else so a signal during start-up or during the
-    # runtime drain is queued for us instead of killing the process mid-write.
+    # Open the receiver before the runtime so a signal during start-up recovery or during
+    # the task drain is queued for us instead of killing the process mid-write.
     with trio.open_signal_receiver(*signals) if signals else nullcontext() as signal_aiter:
         async with open_runtime(
             home,
