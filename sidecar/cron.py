@@ -52,7 +52,10 @@ def _zone(name: str) -> ZoneInfo:
 
 
 def validate_schedule(schedule: Schedule) -> Schedule:
-    """Check a schedule; return it with the cron text normalized.
+    """Check a schedule; return it as given.
+
+    The record keeps the caller's text (``@hourly`` stays ``@hourly``); whitespace and
+    aliases are resolved each time the expression is evaluated.
 
     Raises:
         InvalidTask: naming the bad expression, zone or misfire policy.
