@@ -22,6 +22,7 @@ import trio
 from prometheus_client import CONTENT_TYPE_LATEST
 from quart import Response, request
 from quart_schema import (
+    OpenAPIProvider,
     QuartSchema,
     RequestSchemaValidationError,
     document_request,
@@ -40,9 +41,11 @@ from .schemas import (
     MAX_WAIT_SECONDS,
     BatchEntry,
     BatchRequest,
+    EmptyBody,
     ErrorBody,
     IdBody,
     ListQuery,
+    MetricsText,
     StatusBody,
     TaskRecord,
     TaskRequestBody,
@@ -88,6 +91,24 @@ async def _json_body() -> Any:
         raise InvalidTask(f"invalid JSON: {exc}") from None
 
 
+class _Provider(OpenAPIProvider):
+    """quart-schema's generator, told what it cannot infer from pydantic models:
+    empty-bodied probe answers, the text exposition of /v0/metrics, and that request bodies
+    are required."""
+
+    def build_response_object(self, model: Any, headers_model: Any) -> tuple[dict, dict]:
+        if model is EmptyBody:
+            return {"description": EmptyBody.__doc__}, {}
+        if model is MetricsText:
+            text = {"schema": {"type": "string"}}
+            return {"description": MetricsText.__doc__, "content": {"text/plain": text}}, {}
+        return super().build_response_object(model, headers_model)
+
+    def build_request_body(self, model: Any, source: Any) -> tuple[dict, dict]:
+        body, definitions = super().build_request_body(model, source)
+        return {**body, "required": True}, definitions
+
+
 def create_app(
     rt: Runtime,
     *,
@@ -129,6 +150,7 @@ def create_app(
         info={"title": "sidecar", "version": "v0"},
         security_schemes=security_schemes,
         security=[{name: []} for name in security_schemes or {}] or None,
+        openapi_provider_class=_Provider,
     )
     # Every view returns a ready Response, so quart-schema's make_response wrapper (which
     # converts dict/model return values) only costs time on each request: take it off.
@@ -138,16 +160,22 @@ def create_app(
         _register_auth(app, authenticator)
 
     @app.get("/v0/healthz")
+    @document_response(EmptyBody, 200)
+    @document_response(EmptyBody, 503)
     async def healthz() -> Response:
         """Readiness: 200 once a ``mark-ready`` task has completed, 503 before."""
         return Response(b"", status=200 if rt.ready else 503)
 
     @app.get("/v0/startupz")
+    @document_response(EmptyBody, 200)
+    @document_response(EmptyBody, 503)
     async def startupz() -> Response:
         """Start-up probe: the same gate as ``/v0/healthz``."""
         return Response(b"", status=200 if rt.ready else 503)
 
     @app.get("/v0/livez")
+    @document_response(EmptyBody, 200)
+    @document_response(EmptyBody, 503)
     async def livez() -> Response:
         """Liveness: the store actor answers a ping (``?verbose=1`` explains a 503)."""
         verbose = request.args.get("verbose", "") not in ("", "0", "false")
@@ -170,6 +198,7 @@ def create_app(
         return _json({"status": "Ready" if rt.ready else "Initializing"})
 
     @app.get("/v0/metrics")
+    @document_response(MetricsText)
     async def metrics() -> Response:
         """Prometheus text exposition of the runtime's metrics."""
         return Response(rt.metrics.render(), status=200, content_type=CONTENT_TYPE_LATEST)
@@ -261,6 +290,7 @@ def create_app(
     @app.get("/v0/tasks/<task_id>")
     @validate_querystring(WaitQuery)
     @document_response(TaskRecord)
+    @document_response(ErrorBody, 400)
     @document_response(ErrorBody, 404)
     async def get_task(task_id: str, query_args: WaitQuery) -> Response:
         """One record; ``?wait=SECONDS`` long-polls until it is terminal."""

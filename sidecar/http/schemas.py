@@ -23,9 +23,11 @@ __all__ = [
     "MAX_WAIT_SECONDS",
     "BatchEntry",
     "BatchRequest",
+    "EmptyBody",
     "ErrorBody",
     "IdBody",
     "ListQuery",
+    "MetricsText",
     "ScheduleBody",
     "StatusBody",
     "TaskRecord",
@@ -91,6 +93,14 @@ class ErrorBody(BaseModel):
     error: str
 
 
+class EmptyBody(BaseModel):
+    """No body (probes answer with the status code alone)."""
+
+
+class MetricsText(BaseModel):
+    """Prometheus text exposition format."""
+
+
 class StatusBody(BaseModel):
     status: Literal["Initializing", "Ready"]
 
@@ -129,7 +139,11 @@ class ListQuery(BaseModel):
     limit: int = Field(100, ge=1, le=MAX_LIST_LIMIT)
     status: TaskStatus | None = None
     type: str | None = None
-    before: str | None = Field(None, description="Cursor: the id of the last record seen.")
+    before: str | None = Field(
+        None,
+        json_schema_extra={"format": "uuid"},
+        description="Cursor: the id of the last record seen.",
+    )
 
 
 class WaitQuery(BaseModel):
