@@ -38,4 +38,5 @@ def format_ts(dt: datetime) -> str:
 
 def parse_ts(text: str) -> datetime:
     """Inverse of :func:`format_ts`."""
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    # fromisoformat is ~100x faster than strptime, and listing parses 3 stamps per row.
+    return datetime.fromisoformat(text)

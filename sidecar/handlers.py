@@ -8,7 +8,6 @@ otherwise it receives the JSON object as a dict.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -36,6 +35,9 @@ class TaskContext:
         log: a logger bound to this task (``task_id`` and ``task_type`` in every record).
     """
 
+    # Slots: one context lives per running task, and memory per task is a target.
+    __slots__ = ("_log", "_services", "home", "progress", "run", "task_id", "task_type")
+
     def __init__(
         self,
         *,
@@ -51,14 +53,17 @@ class TaskContext:
         self.home = home
         self._services = services
         self.progress: Any = None
+        self._log: logging.LoggerAdapter[logging.Logger] | None = None
 
-    @functools.cached_property
+    @property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:
         """A logger bound to this task (built on first use: most handlers never log)."""
-        return logging.LoggerAdapter(
-            logging.getLogger(f"sidecar.task.{self.task_type}"),
-            {"task_id": self.task_id, "task_type": self.task_type},
-        )
+        if self._log is None:
+            self._log = logging.LoggerAdapter(
+                logging.getLogger(f"sidecar.task.{self.task_type}"),
+                {"task_id": self.task_id, "task_type": self.task_type},
+            )
+        return self._log
 
     def report_progress(self, value: Any) -> None:
         """Publish a JSON value as the task's ``progress`` while it runs (latest wins)."""

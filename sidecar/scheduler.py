@@ -89,7 +89,7 @@ class Watch:
 Message = Admit | Remove | Watch
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Running:
     """One live task actor, as the scheduler tracks it."""
 
@@ -288,11 +288,17 @@ class SchedulerActor:
 
     async def _admit(self, msg: Admit) -> None:
         try:
-            await self._admit_inner(msg)
+            single = await self._admit_inner(msg)
         finally:
             self._leave()
+        if single is not None:
+            # A single submission's admission task goes on as its task actor: one task
+            # spawn fewer per submit, and the admission frame is gone while it runs
+            # (memory per running task is a target: issue 6).
+            runnable, entry, got = single
+            await self._task_actor(runnable, entry, got, True)
 
-    async def _admit_inner(self, msg: Admit) -> None:
+    async def _admit_inner(self, msg: Admit) -> tuple[Runnable, _Running, bool] | None:
         now = self._now()
         now_ts = format_ts(now)
         rows: list[ops.NewTask] = []
@@ -354,14 +360,11 @@ class SchedulerActor:
             starts.append((runnable, got))
         _reply(msg.reply, outcome.Value(results))
         if len(starts) == 1:
-            # A single submission's admission task goes on as its task actor: one task
-            # spawn fewer per submit, which is measurable at thousands per second.
             runnable, got = starts[0]
-            entry = self._register(runnable)
-            await self._task_actor(runnable, entry, got, True)
-            return
+            return runnable, self._register(runnable), got
         for runnable, got in starts:
             self._start_actor(runnable, reserved=got, validated=True)
+        return None
 
     async def _remove(self, msg: Remove) -> None:
         # Delete, then cancel: a remove the store refuses (failing disk) must change nothing,
@@ -446,8 +449,13 @@ class SchedulerActor:
 
         This is the isolation boundary: any ``Exception`` from the handler becomes a failed
         record; ``trio.Cancelled`` (remove, shutdown) propagates and nothing is written.
+        It is one coroutine on purpose: each extra frame is memory held per running task.
         """
         holds = reserved
+        ctx = entry.ctx = TaskContext(
+            task_id=r.id, task_type=r.type, run=r.run, home=self._home, services=self._services
+        )
+        status, result, error = TaskStatus.FAILED, None, None
         try:
             with entry.scope:
                 if r.status is TaskStatus.QUEUED:
@@ -460,7 +468,33 @@ class SchedulerActor:
                     await self._store.write(
                         ops.StartTask(r.id, r.run, r.lease, self._now_ts(), r.is_schedule)
                     )
-                status, result, error = await self._invoke(r, entry, validated)
+                self._metrics.running.inc()
+                started = trio.current_time()
+                try:
+                    handler = self._handlers.get(r.type)
+                    params = r.params
+                    if not validated:
+                        params = handler.validate(params, self._validation_context())
+                    timeout = r.timeout if r.timeout is not None else handler.timeout
+                    if timeout is not None:
+                        # The run's deadline lives on the actor's own scope: one cancel
+                        # scope per task instead of two.
+                        entry.timeout = timeout
+                        entry.scope.deadline = trio.current_time() + timeout
+                    value = await handler.fn(ctx, params)
+                    json.dumps(value)  # a result that cannot be stored fails the task
+                    status, result = TaskStatus.COMPLETED, value
+                except TaskError as exc:
+                    result = exc.result
+                    error = ErrorInfo(
+                        exc.message, type="TaskError", hint=exc.hint, retryable=exc.retryable
+                    )
+                except Exception as exc:
+                    ctx.log.warning("task failed: %r", exc, exc_info=exc)
+                    error = ErrorInfo(str(exc) or repr(exc), type=type(exc).__name__)
+                finally:
+                    self._metrics.running.dec()
+                    self._metrics.for_type(r.type).duration.observe(trio.current_time() - started)
             if entry.removed:
                 return
             if entry.scope.cancelled_caught:
@@ -476,48 +510,6 @@ class SchedulerActor:
             self._leave()
             if entry.stopped is not None:
                 entry.stopped.set()
-
-    async def _invoke(
-        self, r: Runnable, entry: _Running, validated: bool
-    ) -> tuple[TaskStatus, Any, ErrorInfo | None]:
-        ctx = TaskContext(
-            task_id=r.id, task_type=r.type, run=r.run, home=self._home, services=self._services
-        )
-        entry.ctx = ctx
-        timeout = r.timeout
-        self._metrics.running.inc()
-        started = trio.current_time()
-        try:
-            handler = self._handlers.get(r.type)
-            if timeout is None:
-                timeout = handler.timeout
-            params = r.params
-            if not validated:
-                params = handler.validate(params, self._validation_context())
-            if timeout is not None:
-                # The run's deadline lives on the actor's own scope: one cancel scope per
-                # task instead of two, measurable at thousands of tasks per second.
-                entry.timeout = timeout
-                entry.scope.deadline = trio.current_time() + timeout
-            value = await handler(ctx, params)
-            json.dumps(value)  # a result that cannot be stored fails the task, not the store
-            return TaskStatus.COMPLETED, value, None
-        except TaskError as exc:
-            return (
-                TaskStatus.FAILED,
-                exc.result,
-                ErrorInfo(exc.message, type="TaskError", hint=exc.hint, retryable=exc.retryable),
-            )
-        except Exception as exc:
-            ctx.log.warning("task failed: %r", exc, exc_info=exc)
-            return (
-                TaskStatus.FAILED,
-                None,
-                ErrorInfo(str(exc) or repr(exc), type=type(exc).__name__),
-            )
-        finally:
-            self._metrics.running.dec()
-            self._metrics.for_type(r.type).duration.observe(trio.current_time() - started)
 
     def _validation_context(self) -> dict[str, Any]:
         return {"home": self._home, "allow_exec": self._services.allow_exec}

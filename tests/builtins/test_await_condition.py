@@ -4,6 +4,7 @@ from fake_http import Reply
 
 from sidecar.builtins.await_condition import await_condition
 from sidecar.errors import TaskError
+from sidecar.handlers import TaskContext
 
 
 @pytest.fixture
@@ -11,7 +12,9 @@ def context(home):
     return {"home": home, "allow_exec": False}
 
 
-async def test_waits_until_the_file_appears_reporting_progress(autojump_clock, home, make_ctx):
+async def test_waits_until_the_file_appears_reporting_progress(
+    autojump_clock, home, make_ctx, monkeypatch
+):
     ctx = make_ctx("await-condition")
     params = await_condition.validate(
         {"file": "ready/flag", "interval": 1, "timeout": 60}, {"home": home}
@@ -25,8 +28,13 @@ async def test_waits_until_the_file_appears_reporting_progress(autojump_clock, h
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(create_later)
-        original = ctx.report_progress
-        ctx.report_progress = lambda value: (seen.append(value), original(value))
+        original = TaskContext.report_progress
+
+        def recording(self, value):
+            seen.append(value)
+            original(self, value)
+
+        monkeypatch.setattr(TaskContext, "report_progress", recording)
         result = await await_condition(ctx, params)
     assert result["last"] == {"exists": True}
     assert result["attempts"] == seen[-1]["attempts"] >= 2
