@@ -482,10 +482,11 @@ class SchedulerActor:
                         entry.timeout = timeout
                         entry.scope.deadline = trio.current_time() + timeout
                     value = await handler.fn(ctx, params)
-                    json.dumps(value)  # a result that cannot be stored fails the task
-                    status, result = TaskStatus.COMPLETED, value
+                    # Serialized here, inside the boundary: a result that cannot be stored
+                    # fails the task (TypeError), never the store or the runtime.
+                    status, result = TaskStatus.COMPLETED, dbq.dumps(value)
                 except TaskError as exc:
-                    result = exc.result
+                    result = _dumps_or_none(exc.result, ctx)
                     error = ErrorInfo(
                         exc.message, type="TaskError", hint=exc.hint, retryable=exc.retryable
                     )
@@ -515,14 +516,15 @@ class SchedulerActor:
         return {"home": self._home, "allow_exec": self._services.allow_exec}
 
     async def _record(
-        self, r: Runnable, status: TaskStatus, result: Any, error: ErrorInfo | None
+        self, r: Runnable, status: TaskStatus, result: str | None, error: ErrorInfo | None
     ) -> None:
+        """Commit a run's outcome (``result`` already JSON text), retrying while the disk fails."""
         op = ops.FinishTask(
             id=r.id,
             run=r.run,
             lease=r.lease,
             status=status,
-            result=dbq.dumps(result),
+            result=result,
             error=None if error is None else dbq.dumps(error.to_json()),
             now=self._now_ts(),
             is_schedule=r.is_schedule,
@@ -644,6 +646,14 @@ class SchedulerActor:
             except StoreUnavailable as exc:
                 log.warning("retention prune failed: %s", exc)
             await trio.sleep(every)
+
+
+def _dumps_or_none(value: Any, ctx: TaskContext) -> str | None:
+    try:
+        return dbq.dumps(value)
+    except (TypeError, ValueError) as exc:
+        ctx.log.warning("TaskError result is not JSON; storing none: %s", exc)
+        return None
 
 
 def _timeout_error(timeout: float | None) -> ErrorInfo:

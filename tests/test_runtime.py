@@ -57,6 +57,11 @@ async def bad_result(ctx: sidecar.TaskContext, params: dict) -> object:
     return {"not json": object()}
 
 
+@sidecar.handler("bad-error-result")
+async def bad_error_result(ctx: sidecar.TaskContext, params: dict) -> None:
+    raise sidecar.TaskError("failed with junk", result={"x": object()})
+
+
 @sidecar.handler("timeboxed", timeout=2)
 async def timeboxed(ctx: sidecar.TaskContext, params: dict) -> None:
     await trio.sleep(60)
@@ -69,7 +74,19 @@ async def progress(ctx: sidecar.TaskContext, params: dict) -> str:
     return "done"
 
 
-ALL = [noop, boom, explain, slow, slow_idempotent, flaky, limited, bad_result, timeboxed, progress]
+ALL = [
+    noop,
+    boom,
+    explain,
+    slow,
+    slow_idempotent,
+    flaky,
+    limited,
+    bad_result,
+    bad_error_result,
+    timeboxed,
+    progress,
+]
 
 
 def runtime(home, clock, **kw):
@@ -307,6 +324,9 @@ async def test_handler_exceptions_are_isolated(home, wall_clock, autojump_clock)
             assert rec.error.message == f"boom {i}" and rec.error.type == "RuntimeError"
         rec = await rt.wait(unserializable)
         assert rec.status is TaskStatus.FAILED and rec.error.type == "TypeError"
+        rec = await rt.wait(await rt.submit("bad-error-result"))
+        assert rec.status is TaskStatus.FAILED and rec.error.message == "failed with junk"
+        assert rec.result is None
         assert (await rt.wait(slow_id)).status is TaskStatus.COMPLETED
         assert (await rt.wait(await rt.submit("noop"))).status is TaskStatus.COMPLETED
 
