@@ -220,7 +220,7 @@ class SchedulerActor:
                 )
             )
             for runnable in again:
-                log.info("re-running %s task %s after restart", runnable.type, runnable.id)
+                log.info("re-running task after restart", extra=_task_extra(runnable))
                 self._start_actor(runnable, reserved=False)
             tasks.start_soon(self._background)
             task_status.started(SchedulerClient(send, self))
@@ -481,11 +481,14 @@ class SchedulerActor:
                         # scope per task instead of two.
                         entry.timeout = timeout
                         entry.scope.deadline = trio.current_time() + timeout
+                    if log.isEnabledFor(logging.DEBUG):
+                        log.debug("task started", extra=_task_extra(r))
                     value = await handler.fn(ctx, params)
                     # Serialized here, inside the boundary: a result that cannot be stored
                     # fails the task (TypeError), never the store or the runtime.
                     status, result = TaskStatus.COMPLETED, dbq.dumps(value)
                 except TaskError as exc:
+                    log.warning("task failed: %s", exc.message, extra=_task_extra(r))
                     result = _dumps_or_none(exc.result, ctx)
                     error = ErrorInfo(
                         exc.message, type="TaskError", hint=exc.hint, retryable=exc.retryable
@@ -502,6 +505,7 @@ class SchedulerActor:
                 # Only the run's own deadline cancels this scope without `removed` set
                 # (shutdown cancels the enclosing nursery instead): a timeout.
                 status, result, error = TaskStatus.FAILED, None, _timeout_error(entry.timeout)
+                log.warning("task timed out after %gs", entry.timeout, extra=_task_extra(r))
             await self._record(r, status, result, error)
         finally:
             if holds:
@@ -539,6 +543,8 @@ class SchedulerActor:
                 # process stops first, the row is still 'running' and recovery settles it.
                 await trio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("task %s", status.value, extra=_task_extra(r))
         if status is TaskStatus.COMPLETED:
             self._metrics.for_type(r.type).completed.inc()
         else:
@@ -587,16 +593,18 @@ class SchedulerActor:
                 # Overlap guard: the previous firing still runs; skip, but advance.
                 fire = False
                 self._metrics.overlap_skips.labels(d.type).inc()
-                log.warning("schedule %s (%s): previous run still running, skipped", d.id, d.type)
+                log.warning(
+                    "schedule firing skipped: previous run still running",
+                    extra={"task_id": d.id, "task_type": d.type},
+                )
             elif late > MISFIRE_GRACE:
                 self._metrics.misfires.labels(d.schedule.misfire).inc()
                 log.warning(
-                    "schedule %s (%s) missed %s by %s; policy %s",
-                    d.id,
-                    d.type,
+                    "schedule missed %s by %s; misfire policy %s",
                     d.next_run_at,
                     late,
                     d.schedule.misfire,
+                    extra={"task_id": d.id, "task_type": d.type},
                 )
                 fire = d.schedule.misfire == "run-once"
             if d.type not in self._handlers:
@@ -646,6 +654,10 @@ class SchedulerActor:
             except StoreUnavailable as exc:
                 log.warning("retention prune failed: %s", exc)
             await trio.sleep(every)
+
+
+def _task_extra(r: Runnable) -> dict[str, Any]:
+    return {"task_id": r.id, "task_type": r.type, "run": r.run}
 
 
 def _dumps_or_none(value: Any, ctx: TaskContext) -> str | None:

@@ -473,3 +473,23 @@ async def test_duplicate_handler_type_is_rejected(home):
     with pytest.raises(sidecar.HandlerConflict, match="registered twice"):
         async with sidecar.open_runtime(home, handlers=[noop, other]):
             pass
+
+
+async def test_task_events_are_logged_with_task_id_and_type(
+    home, wall_clock, autojump_clock, caplog
+):
+    caplog.set_level("DEBUG", logger="sidecar")
+    async with runtime(home, wall_clock) as rt:
+        ok = await rt.submit("noop")
+        await rt.wait(ok)
+        bad = await rt.submit("explain")
+        await rt.wait(bad)
+    events = [
+        (r.getMessage(), r.task_id, r.task_type)
+        for r in caplog.records
+        if getattr(r, "task_id", None) in (ok, bad)
+    ]
+    assert ("task started", ok, "noop") in events
+    assert ("task completed", ok, "noop") in events
+    assert ("task failed: disk quota exceeded", bad, "explain") in events
+    assert ("task failed", bad, "explain") in events
