@@ -3,8 +3,7 @@
 A real ``sidecar serve`` on 127.0.0.1 (quart-trio needs a trio server, so no in-process
 ASGI transport) is fuzzed operation by operation with schema-valid and schema-violating
 requests, a small budget each. What must hold: no 5xx, the content type and body of every
-response match the document, and every status code is documented, except the documentation
-gaps listed in ``KNOWN_UNDOCUMENTED`` (each names the missing entry). ``tools/fuzz_http.py``
+response match the document, and every status code is documented. ``tools/fuzz_http.py``
 runs the same checks with a larger budget.
 """
 
@@ -48,18 +47,6 @@ OPERATIONS = [
     ("GET", "/v0/tasks/{task_id}/runs"),
     ("DELETE", "/v0/tasks/{task_id}"),
 ]
-
-# Status codes the server answers (correctly) but sidecar/http does not document yet. Each
-# is a gap in the OpenAPI document, not a server bug; remove the entry once it is documented.
-KNOWN_UNDOCUMENTED: dict[tuple[str, str], set[int]] = {
-    # Probes and metrics are registered without @document_response: no status is documented.
-    ("GET", "/v0/healthz"): {200, 503},
-    ("GET", "/v0/startupz"): {200, 503},
-    ("GET", "/v0/livez"): {200, 503},
-    ("GET", "/v0/metrics"): {200},
-    # get_task documents 200/404 but answers 400 for a bad ?wait= (e.g. "wait must be a number").
-    ("GET", "/v0/tasks/{task_id}"): {400},
-}
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +124,6 @@ def test_fuzzed_requests_get_documented_non_5xx_answers(
 ) -> None:
     operation = api_schema[path][method]
     documented = {int(code) for code in operation.definition.raw.get("responses", {})}
-    allowed = documented | KNOWN_UNDOCUMENTED.get((method, path), set())
 
     @settings(
         max_examples=EXAMPLES,
@@ -154,7 +140,7 @@ def test_fuzzed_requests_get_documented_non_5xx_answers(
             response,
             checks=[not_a_server_error, content_type_conformance, response_schema_conformance],
         )
-        assert response.status_code in allowed, (
+        assert response.status_code in documented, (
             f"undocumented {response.status_code} for {method} {path}: {response.text[:200]}"
         )
 
