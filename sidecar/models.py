@@ -150,8 +150,11 @@ class SubmitOutcome:
 def _rfc3339(dt: datetime | None) -> str | None:
     if dt is None:
         return None
-    text = dt.astimezone(UTC).isoformat(timespec="milliseconds")
-    return text.replace("+00:00", "Z")
+    if dt.tzinfo is not UTC:
+        dt = dt.astimezone(UTC)
+    # Millisecond precision and a Z, as the Go sidecar writes them; listing formats three
+    # stamps per record, so this stays a plain format call.
+    return f"{dt.isoformat(timespec='milliseconds')[:23]}Z"
 
 
 def record_to_wire(rec: TaskResult) -> dict[str, Any]:
