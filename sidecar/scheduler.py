@@ -299,6 +299,8 @@ class SchedulerActor:
             await self._task_actor(runnable, entry, got, True)
 
     async def _admit_inner(self, msg: Admit) -> tuple[Runnable, _Running, bool] | None:
+        if len(msg.tasks) == 1 and msg.tasks[0].schedule is None:
+            return await self._admit_one(msg, msg.tasks[0])
         now = self._now()
         now_ts = format_ts(now)
         rows: list[ops.NewTask] = []
@@ -365,6 +367,43 @@ class SchedulerActor:
         for runnable, got in starts:
             self._start_actor(runnable, reserved=got, validated=True)
         return None
+
+    async def _admit_one(self, msg: Admit, p: Prepared) -> tuple[Runnable, _Running, bool] | None:
+        """The common case of ``_admit_inner`` (one one-shot task), without the list plumbing."""
+        lease = ops.new_lease()
+        got = self._try_reserve(p.type, lease)
+        row = ops.NewTask(
+            id=p.id,
+            type=p.type,
+            params=p.params_json,
+            schedule=None,
+            timeout=p.timeout,
+            status=TaskStatus.RUNNING if got else TaskStatus.QUEUED,
+            lease=lease,
+            now=self._now_ts(),
+            next_run_at=None,
+        )
+        try:
+            results: list[SubmitOutcome] = await self._store.write(ops.InsertTasks((row,)))
+        except BaseException as exc:
+            if got:
+                self._release(p.type, lease)
+            if isinstance(exc, Exception):
+                _reply(msg.reply, outcome.Error(exc))
+                return None
+            raise
+        res = results[0]
+        metrics = self._metrics.for_type(p.type)
+        if not res.created:
+            metrics.deduplicated.inc()
+            if got:
+                self._release(p.type, lease)
+            _reply(msg.reply, outcome.Value(results))
+            return None
+        metrics.submitted.inc()
+        _reply(msg.reply, outcome.Value(results))
+        runnable = Runnable(p.id, p.type, res.run, p.params, p.timeout, lease, res.status, False)
+        return runnable, self._register(runnable), got
 
     async def _remove(self, msg: Remove) -> None:
         # Delete, then cancel: a remove the store refuses (failing disk) must change nothing,
