@@ -8,102 +8,16 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
-from pathlib import Path
 
 import httpx
 import pytest
 import trio
+from conftest import HERE, REPO
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
 TOKEN = "s3cret-token-value"
-
-
-class Server:
-    """One `python -m sidecar serve` process; the bound URL comes from --port-file."""
-
-    def __init__(self, home: Path, *args: str, env: dict[str, str] | None = None) -> None:
-        self.home = home
-        self.args = args
-        self.env = env or {}
-        self.url = ""
-        self.log_path = home.parent / f"{home.name}-server.log"
-        self.proc: trio.Process | None = None
-
-    async def start(self) -> Server:
-        port_file = self.home.parent / f"{self.home.name}.url"
-        port_file.unlink(missing_ok=True)
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO)]),
-            **self.env,
-        }
-        with self.log_path.open("ab") as log:
-            self.proc = await trio.lowlevel.open_process(
-                [
-                    sys.executable,
-                    "-m",
-                    "sidecar",
-                    "serve",
-                    "--home",
-                    str(self.home),
-                    "--port",
-                    "0",
-                    "--port-file",
-                    str(port_file),
-                    "--handlers",
-                    "e2e_plugin:HANDLERS",
-                    "--no-entry-points",
-                    *self.args,
-                ],
-                cwd=REPO,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        with trio.fail_after(15):
-            while not port_file.exists():
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"serve exited {self.proc.returncode}:\n{self.log()}")
-                await trio.sleep(0.02)
-        self.url = port_file.read_text().strip()
-        return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    async def stop(self, sig: int = signal.SIGTERM, within: float = 15) -> tuple[int, float]:
-        """Send ``sig``; return (exit code, seconds until exit)."""
-        assert self.proc is not None
-        started = trio.current_time()
-        self.proc.send_signal(sig)
-        with trio.fail_after(within):
-            code = await self.proc.wait()
-        return code, trio.current_time() - started
-
-    async def kill(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
-
-
-@pytest.fixture
-async def servers(tmp_path):
-    started: list[Server] = []
-
-    async def start(home: Path | None = None, *args: str, **kw) -> Server:
-        server = Server(home or tmp_path / "home", *args, **kw)
-        started.append(server)
-        return await server.start()
-
-    yield start
-    for server in started:
-        with trio.CancelScope(shield=True):
-            await server.kill()
 
 
 async def post_task(client: httpx.AsyncClient, body: dict, expect: int = 201) -> str:
