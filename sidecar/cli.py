@@ -5,7 +5,10 @@ Client commands use ``--url`` (``SIDECAR_URL``, default ``http://127.0.0.1:7777`
 ``SIDECAR_TOKEN`` as a bearer token when it is set.
 
 Exit codes: 0 success; 1 the awaited task failed; 2 bad usage or a request the server
-rejected (4xx); 3 the server could not be reached, answered 5xx, or a wait timed out.
+rejected (4xx), or ``serve`` could not start; 3 the server could not be reached, answered
+5xx, or a wait timed out. ``serve`` also ends with 70 when shutdown overran
+``--shutdown-timeout`` and running tasks were abandoned, and with 128 + the signal number
+(143 SIGTERM, 130 SIGINT) when a second signal cut the drain short.
 """
 
 from __future__ import annotations
@@ -159,7 +162,30 @@ def _build_parser() -> argparse.ArgumentParser:
         "--graceful-timeout",
         type=float,
         default=_env("GRACEFUL_TIMEOUT", 5.0, float),
-        help="at shutdown, wait at most this long for in-flight requests",
+        help="at shutdown, wait at most this long for in-flight requests (default 5)",
+    )
+    serve.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        metavar="SECONDS",
+        default=_env("SHUTDOWN_TIMEOUT", None, float),
+        help="hard deadline from the first signal: past it the process exits with status 70, "
+        "abandoning tasks that ignore cancellation (default graceful-timeout + grace + 10)",
+    )
+    serve.add_argument(
+        "--synchronous",
+        type=str.lower,
+        choices=("normal", "full"),
+        default=_env("SYNCHRONOUS", "normal", str.lower),
+        help="SQLite durability: normal survives a process crash, full also power loss "
+        "(default normal)",
+    )
+    serve.add_argument(
+        "--retention-days",
+        type=float,
+        metavar="N",
+        default=_env("RETENTION_DAYS", None, float),
+        help="prune finished tasks and run history older than N days (default: keep all)",
     )
     serve.set_defaults(func=_cmd_serve)
 
@@ -267,9 +293,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_body=args.max_body,
         port_file=args.port_file,
         graceful_timeout=args.graceful_timeout,
+        shutdown_timeout=args.shutdown_timeout,
+        synchronous=args.synchronous,
+        retention_days=args.retention_days,
         access_log=args.access_log,
         entry_points=not args.no_entry_points,
     )
+    try:
+        options.check()
+    except ValueError as exc:
+        return _usage(str(exc))
     log = logging.getLogger("sidecar")
     # Start-up problems an operator fixes (bad handler spec, conflict, newer DB, port in
     # use) get one line each and no traceback; they may arrive wrapped in exception groups
