@@ -269,10 +269,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from .http.logs import configure_logging
     from .http.serve import ServeOptions, serve
 
-    try:
-        configure_logging(args.log_format, args.log_level)
-    except ValueError as exc:
-        return _usage(str(exc))
     token = os.environ.get("SIDECAR_TOKEN") or None
     if args.token_file is not None:
         try:
@@ -301,6 +297,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     )
     try:
         options.check()
+        configure_logging(args.log_format, args.log_level)
     except ValueError as exc:
         return _usage(str(exc))
     log = logging.getLogger("sidecar")

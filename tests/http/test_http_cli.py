@@ -124,3 +124,39 @@ def test_serve_options_come_from_flags_or_sidecar_env(monkeypatch):
     monkeypatch.setenv("SIDECAR_PORT", "eighty")
     with pytest.raises(SystemExit, match="SIDECAR_PORT"):
         cli._build_parser()
+
+
+def test_durability_retention_and_deadline_flags(monkeypatch):
+    for key in ("SYNCHRONOUS", "RETENTION_DAYS", "SHUTDOWN_TIMEOUT"):
+        monkeypatch.delenv(f"SIDECAR_{key}", raising=False)
+    args = cli._build_parser().parse_args(["serve"])
+    assert (args.synchronous, args.retention_days, args.shutdown_timeout) == ("normal", None, None)
+
+    monkeypatch.setenv("SIDECAR_SYNCHRONOUS", "FULL")
+    monkeypatch.setenv("SIDECAR_RETENTION_DAYS", "7")
+    monkeypatch.setenv("SIDECAR_SHUTDOWN_TIMEOUT", "30")
+    args = cli._build_parser().parse_args(["serve"])
+    assert (args.synchronous, args.retention_days, args.shutdown_timeout) == ("full", 7.0, 30.0)
+    args = cli._build_parser().parse_args(["serve", "--synchronous", "normal"])
+    assert args.synchronous == "normal"
+    with pytest.raises(SystemExit):
+        cli._build_parser().parse_args(["serve", "--synchronous", "off"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["--retention-days", "0"], {}, "retention days must be a positive number"),
+        (["--shutdown-timeout", "-1"], {}, "shutdown timeout must be a positive number"),
+        ([], {"SIDECAR_SYNCHRONOUS": "off"}, "synchronous must be 'normal' or 'full'"),
+    ],
+)
+def test_serve_refuses_out_of_range_options_before_starting(
+    tmp_path, monkeypatch, capsys, argv, env, message
+):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    home = tmp_path / "home"
+    assert cli.main(["serve", "--home", str(home), "--port", "0", *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not home.exists()
