@@ -101,6 +101,15 @@ class Runtime:
         """Stop accepting work and release ``wait`` callers; the drain runs on exit."""
         self._stopping.set()
 
+    def end_grace(self) -> None:
+        """Cut the shutdown grace period short: running tasks are cancelled at once.
+
+        Their rows stay ``running`` and start-up recovery settles them; the store still
+        commits what is queued and closes cleanly. Implies :meth:`begin_shutdown`.
+        """
+        self._stopping.set()
+        self._scheduler.end_grace()
+
     def _check_open(self) -> None:
         if self._stopping.is_set():
             raise ShuttingDown()

@@ -139,6 +139,10 @@ class SchedulerClient:
         """Stop admitting; the actor drains its running tasks and returns."""
         self._send.close()
 
+    def end_grace(self) -> None:
+        """Cut the shutdown grace period short (synchronous; same thread)."""
+        self._actor.end_grace()
+
     async def wait_closed(self) -> None:
         """Wait until the actor has drained and returned."""
         await self._actor.closed.wait()
@@ -191,9 +195,15 @@ class SchedulerActor:
         self._idle = trio.Event()
         self._idle.set()
         self._background_scope = trio.CancelScope()
+        # Bounds the drain to `grace`; end_grace() cancels it early (a second signal).
+        self._grace_scope = trio.CancelScope()
         self._wake_cron = trio.Event()
         self._nursery: trio.Nursery | None = None
         self.closed = trio.Event()
+
+    def end_grace(self) -> None:
+        """Stop waiting for running tasks: the drain (now or when it starts) cancels them."""
+        self._grace_scope.cancel()
 
     def progress(self, task_id: str) -> Any:
         entry = self._running.get(task_id)
@@ -236,7 +246,10 @@ class SchedulerActor:
             # The inbox closed: shutdown. Stop firing; give running tasks `grace`.
             self._background_scope.cancel()
             self._wake_all_waiters()
-            with trio.move_on_after(self._grace):
+            self._grace_scope.deadline = min(
+                self._grace_scope.deadline, trio.current_time() + self._grace
+            )
+            with self._grace_scope:
                 while self._active:
                     await self._idle.wait()
             if self._running:

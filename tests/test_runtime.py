@@ -493,3 +493,22 @@ async def test_task_events_are_logged_with_task_id_and_type(
     assert ("task completed", ok, "noop") in events
     assert ("task failed: disk quota exceeded", bad, "explain") in events
     assert ("task failed", bad, "explain") in events
+
+
+async def test_end_grace_cancels_running_tasks_and_still_closes_cleanly(
+    home, wall_clock, autojump_clock
+):
+    async with runtime(home, wall_clock, grace=600) as rt:
+        task_id = await rt.submit("slow", {"seconds": 1000})
+        await trio.sleep(1)
+        start = trio.current_time()
+        rt.end_grace()
+        with pytest.raises(sidecar.ShuttingDown):
+            await rt.submit("noop")
+    assert trio.current_time() - start < 1
+    conn = sqlite3.connect(home / "sidecar.db")
+    assert conn.execute("SELECT status FROM tasks WHERE id=?", (task_id,)).fetchone()[0] == (
+        "running"
+    )
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()

@@ -22,8 +22,10 @@ deadline (issue 6), kept by a thread rather than by trio (:class:`_HardDeadline`
 ``shutdown_timeout`` seconds after shutdown begins, the process writes one line to stderr
 and ends with ``os._exit(70)``, leaving the stuck tasks' rows ``running`` for the next
 start-up's recovery. A second SIGTERM/SIGINT once shutdown has begun stops waiting: the
-process ends the same way ``FORCED_EXIT_AFTER`` seconds later with ``128 + signum`` (143
-for SIGTERM, 130 for SIGINT), unless the drain finished in that second (then 0).
+runtime cancels its running tasks at once (``Runtime.end_grace``; their rows stay
+``running`` for recovery), the store flushes and the DB closes, exit 0. Should even that
+not finish within ``FORCED_EXIT_AFTER`` seconds (a task that ignores cancellation), the
+process ends with ``128 + signum`` (143 for SIGTERM, 130 for SIGINT).
 """
 
 from __future__ import annotations
@@ -67,8 +69,9 @@ EXIT_SHUTDOWN_TIMEOUT = 70
 # Default hard deadline = graceful_timeout + grace + this: the runtime's own drain margin
 # (5 s) plus time for the store to commit what is queued and checkpoint the WAL.
 SHUTDOWN_MARGIN = 10.0
-# After a second signal, the drain gets this long before the process ends regardless.
-FORCED_EXIT_AFTER = 1.0
+# After a second signal the runtime cancels its running tasks at once (Runtime.end_grace)
+# and closes cleanly; this backstop ends the process if even that does not finish.
+FORCED_EXIT_AFTER = 5.0
 _SYNCHRONOUS = ("NORMAL", "FULL")
 
 ASGIApp = Callable[
@@ -214,8 +217,9 @@ async def serve(
 
     Once shutdown begins, the process has ``options.hard_deadline`` seconds to finish; past
     that it ends with ``os._exit(EXIT_SHUTDOWN_TIMEOUT)`` (this is meant for the process
-    that owns ``trio.run``, as under ``sidecar serve``). A signal after shutdown began ends
-    it ``FORCED_EXIT_AFTER`` seconds later with ``128 + signum``.
+    that owns ``trio.run``, as under ``sidecar serve``). A signal after shutdown began cuts
+    the grace period short; if the drain still has not finished ``FORCED_EXIT_AFTER``
+    seconds later, the process ends with ``128 + signum``.
 
     Args:
         options: the serve configuration.
@@ -251,8 +255,10 @@ async def serve(
     # Open the receiver before the runtime so a signal during start-up recovery or during
     # the task drain is queued for us instead of killing the process mid-write.
     with trio.open_signal_receiver(*signals) if signals else nullcontext() as signal_aiter:
+        # Filled once the runtime is open: what a second signal calls on the trio thread.
+        on_second_signal: list[Callable[[], None]] = []
         if signals:
-            _arm_deadline_on_signals(signals, deadline)
+            _arm_deadline_on_signals(signals, deadline, on_second_signal)
         try:
             async with open_runtime(
                 home,
@@ -262,6 +268,7 @@ async def serve(
                 allow_exec=options.allow_exec,
                 **runtime_options,
             ) as rt:
+                on_second_signal.append(rt.end_grace)
                 stop_http = trio.Event()
 
                 def begin_shutdown(reason: str) -> None:
@@ -398,7 +405,11 @@ class _HardDeadline:
             os._exit(code)
 
 
-def _arm_deadline_on_signals(signals: Sequence[int], deadline: _HardDeadline) -> None:
+def _arm_deadline_on_signals(
+    signals: Sequence[int],
+    deadline: _HardDeadline,
+    on_second_signal: list[Callable[[], None]],
+) -> None:
     """Wrap trio's signal handlers so a signal arms the deadline even if trio is stuck.
 
     trio's handler only queues the signal for the event loop; a handler blocking that loop
@@ -416,8 +427,9 @@ def _arm_deadline_on_signals(signals: Sequence[int], deadline: _HardDeadline) ->
         def handler(signum: int, frame: Any, trio_handler: Any = trio_handler) -> None:
             if deadline.armed:
                 deadline.force(signum)
-                # run_sync_soon is safe in a signal handler; it logs once the loop runs.
-                token.run_sync_soon(_log_forced, signum)
+                # run_sync_soon is safe in a signal handler; the loop then ends the grace
+                # period (tasks cancelled, DB closed cleanly) and logs.
+                token.run_sync_soon(_second_signal, signum, on_second_signal)
                 return
             deadline.arm()
             trio_handler(signum, frame)
@@ -425,14 +437,17 @@ def _arm_deadline_on_signals(signals: Sequence[int], deadline: _HardDeadline) ->
         signal.signal(signum, handler)
 
 
-def _log_forced(signum: int) -> None:
+def _second_signal(signum: int, callbacks: list[Callable[[], None]]) -> None:
     log.warning(
-        "second %s during shutdown: not waiting for running tasks; exiting in %gs "
-        "(status %d) unless the drain finishes first",
+        "second %s during shutdown: cancelling running tasks now (their records stay "
+        "'running' for recovery); exiting with status %d if the drain has not finished "
+        "within %gs",
         signal.Signals(signum).name,
-        FORCED_EXIT_AFTER,
         128 + signum,
+        FORCED_EXIT_AFTER,
     )
+    for callback in callbacks:
+        callback()
 
 
 async def _watch_signals(signal_aiter: Any, begin_shutdown: Callable[[str], None]) -> None:
