@@ -385,9 +385,7 @@ async def open_runtime(
         home_path = await threads.run_sync(_prepare_home, Path(home))
         db_path = home_path / DB_FILENAME
     # Opened before any nursery: a refused file raises plainly, not inside an ExceptionGroup.
-    database = await threads.run_sync(
-        lambda: open_database(db_path, synchronous=synchronous)
-    )
+    database = await threads.run_sync(lambda: open_database(db_path, synchronous=synchronous))
     store_actor = StoreActor(
         database,
         metrics=metrics,
