@@ -14,11 +14,14 @@ Example::
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from os import PathLike
 
 import trio
 
-__all__ = ["WallClock"]
+__all__ = ["WallClock", "serve_argv"]
 
 
 class WallClock:
@@ -45,3 +48,25 @@ class WallClock:
     def jump(self, seconds: float) -> None:
         """Step the wall clock without moving trio time (simulates downtime or NTP steps)."""
         self._offset += seconds
+
+
+def serve_argv(
+    home: str | PathLike[str],
+    port_file: str | PathLike[str],
+    *,
+    handlers: Sequence[str] = (),
+    args: Sequence[str] = (),
+) -> list[str]:
+    """The command line of a real ``sidecar serve`` for end-to-end tests.
+
+    It listens on a free 127.0.0.1 port and writes its URL to ``port_file`` once it accepts
+    connections; entry-point plugins are not loaded, so only ``handlers`` (``MODULE:ATTR``
+    specs, importable by the child) and the built-ins exist. Start it with
+    ``trio.run_process``/``trio.lowlevel.open_process`` or ``subprocess.Popen``, poll for
+    ``port_file``, and stop it with SIGTERM (graceful) or SIGKILL (a crash).
+    """
+    argv = [sys.executable, "-m", "sidecar", "serve", "--home", str(home), "--port", "0"]
+    argv += ["--port-file", str(port_file), "--no-entry-points"]
+    for spec in handlers:
+        argv += ["--handlers", spec]
+    return [*argv, *args]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +27,8 @@ from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
 )
+
+from sidecar.testing import serve_argv
 
 pytestmark = pytest.mark.e2e
 
@@ -57,23 +58,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "http"), str(REPO)])}
     with (tmp / "server.log").open("ab") as log:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sidecar",
-                "serve",
-                "--home",
-                str(tmp / "home"),
-                "--port",
-                "0",
-                "--port-file",
-                str(port_file),
-                "--handlers",
-                "e2e_plugin:HANDLERS",
-                "--no-entry-points",
-                "--grace",
-                "0.5",
-            ],
+            serve_argv(
+                tmp / "home", port_file, handlers=["e2e_plugin:HANDLERS"], args=["--grace", "0.5"]
+            ),
             cwd=REPO,
             env=env,
             stdout=log,

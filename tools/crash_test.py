@@ -47,6 +47,8 @@ from typing import Any
 import httpx
 import trio
 
+from sidecar.testing import serve_argv
+
 TOOLS = Path(__file__).resolve().parent
 REPO = TOOLS.parent
 HANDLERS_SPEC = "crash_handlers:HANDLERS"
@@ -148,23 +150,12 @@ class Server:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TOOLS), str(REPO)])}
         with self.log_path.open("ab") as log:
             self.proc = await trio.lowlevel.open_process(
-                [
-                    sys.executable,
-                    "-m",
-                    "sidecar",
-                    "serve",
-                    "--home",
-                    str(self.home),
-                    "--port",
-                    "0",
-                    "--port-file",
-                    str(self.port_file),
-                    "--handlers",
-                    HANDLERS_SPEC,
-                    "--no-entry-points",
-                    "--grace",
-                    str(self.grace),
-                ],
+                serve_argv(
+                    self.home,
+                    self.port_file,
+                    handlers=[HANDLERS_SPEC],
+                    args=["--grace", str(self.grace)],
+                ),
                 cwd=REPO,
                 env=env,
                 stdin=subprocess.DEVNULL,

@@ -32,6 +32,8 @@ from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
+from sidecar.testing import serve_argv
+
 REPO = Path(__file__).resolve().parents[1]
 
 # Findings that are gaps in the OpenAPI document or deliberate semantics, not server bugs.
@@ -57,24 +59,12 @@ def start_server(tmp: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
     }
     log = (tmp / "server.log").open("ab")
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sidecar",
-            "serve",
-            "--home",
-            str(tmp / "home"),
-            "--port",
-            "0",
-            "--port-file",
-            str(port_file),
-            "--handlers",
-            "e2e_plugin:HANDLERS",
-            "--no-entry-points",
-            "--grace",
-            "0.5",
-            *extra,
-        ],
+        serve_argv(
+            tmp / "home",
+            port_file,
+            handlers=["e2e_plugin:HANDLERS"],
+            args=["--grace", "0.5", *extra],
+        ),
         cwd=REPO,
         env=env,
         stdout=log,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import trio
 
 import sidecar
 from sidecar.http import create_app
+from sidecar.testing import serve_argv
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -107,22 +107,7 @@ class Server:
         }
         with self.log_path.open("ab") as log:
             self.proc = await trio.lowlevel.open_process(
-                [
-                    sys.executable,
-                    "-m",
-                    "sidecar",
-                    "serve",
-                    "--home",
-                    str(self.home),
-                    "--port",
-                    "0",
-                    "--port-file",
-                    str(port_file),
-                    "--handlers",
-                    self.handlers,
-                    "--no-entry-points",
-                    *self.args,
-                ],
+                serve_argv(self.home, port_file, handlers=[self.handlers], args=self.args),
                 cwd=REPO,
                 env=env,
                 stdout=log,
