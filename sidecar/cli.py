@@ -268,6 +268,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from .errors import SidecarError
     from .http.logs import configure_logging
     from .http.serve import ServeOptions, serve
+    from .tuning import tune_gc
 
     token = os.environ.get("SIDECAR_TOKEN") or None
     if args.token_file is not None:
@@ -305,6 +306,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # use) get one line each and no traceback; they may arrive wrapped in exception groups
     # from the nurseries they surfaced in.
     operator_errors = (SidecarError, ValueError, ImportError, OSError)
+    tune_gc()  # this process owns the interpreter; see sidecar/tuning.py
     try:
         trio.run(serve, options)
     except operator_errors as exc:

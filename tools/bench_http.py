@@ -284,6 +284,10 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "_bare":
+        # The same interpreter tuning `sidecar serve` applies, so the baseline is fair.
+        from sidecar.tuning import tune_gc
+
+        tune_gc()
         trio.run(serve_bare, Path(sys.argv[2]))
         sys.exit(0)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
