@@ -117,7 +117,11 @@ class SchedulerClient:
     async def _call(self, make: Any) -> Any:
         reply: Reply[Any] = Reply()
         try:
-            await self._send.send(make(reply))
+            # As in StoreClient.write: no extra schedule point when the inbox has room.
+            try:
+                self._send.send_nowait(make(reply))
+            except trio.WouldBlock:
+                await self._send.send(make(reply))
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise ShuttingDown() from None
         return await reply.receive()

@@ -72,7 +72,12 @@ class StoreClient:
         """
         reply: Reply[Any] = Reply()
         try:
-            await self._send.send(Write(op, reply))
+            # send_nowait first: `send` is a schedule point even when there is room, and
+            # waiting for the reply below is one anyway (cancellation is honoured there).
+            try:
+                self._send.send_nowait(Write(op, reply))
+            except trio.WouldBlock:
+                await self._send.send(Write(op, reply))
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise ShuttingDown("the store is closed") from None
         return await reply.receive()
