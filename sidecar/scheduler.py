@@ -347,14 +347,14 @@ class SchedulerActor:
             )
         try:
             results: list[SubmitOutcome] = await self._store.write(ops.InsertTasks(tuple(rows)))
-        except BaseException as exc:
+        except (Exception, trio.Cancelled) as exc:
             for row, got in zip(rows, reserved, strict=True):
                 if got:
                     self._release(row.type, row.lease)
-            if isinstance(exc, Exception):
-                _reply(msg.reply, outcome.Error(exc))
-                return
-            raise
+            _reply_failed(msg.reply, exc)
+            if isinstance(exc, trio.Cancelled):
+                raise
+            return None
         starts: list[tuple[Runnable, bool]] = []
         for p, row, got, res in zip(msg.tasks, rows, reserved, results, strict=True):
             if not res.created:
@@ -402,13 +402,13 @@ class SchedulerActor:
         )
         try:
             results: list[SubmitOutcome] = await self._store.write(ops.InsertTasks((row,)))
-        except BaseException as exc:
+        except (Exception, trio.Cancelled) as exc:
             if got:
                 self._release(p.type, lease)
-            if isinstance(exc, Exception):
-                _reply(msg.reply, outcome.Error(exc))
-                return None
-            raise
+            _reply_failed(msg.reply, exc)
+            if isinstance(exc, trio.Cancelled):
+                raise
+            return None
         res = results[0]
         metrics = self._metrics.for_type(p.type)
         if not res.created:
@@ -471,12 +471,13 @@ class SchedulerActor:
         if per_type is not None:
             await per_type.acquire_on_behalf_of(token)
         if total is not None:
+            acquired = False
             try:
                 await total.acquire_on_behalf_of(token)
-            except BaseException:
-                if per_type is not None:
+                acquired = True
+            finally:
+                if not acquired and per_type is not None:
                     per_type.release_on_behalf_of(token)
-                raise
 
     def _release(self, task_type: str, token: object) -> None:
         per_type = self._limits.per_type.get(task_type)
@@ -731,6 +732,15 @@ def _timeout_error(timeout: float | None) -> ErrorInfo:
         hint="raise the task's timeout or make the handler faster",
         retryable=True,
     )
+
+
+def _reply_failed(reply: Reply[Any], exc: BaseException) -> None:
+    """Answer a request whose work failed; a cancelled one answers ShuttingDown.
+
+    The caller is another task: if the admission is cancelled (shutdown past grace) it
+    must not be left waiting for an answer forever.
+    """
+    _reply(reply, outcome.Error(ShuttingDown() if isinstance(exc, trio.Cancelled) else exc))
 
 
 def _reply(reply: Reply[Any], value: outcome.Outcome[Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 import uuid
 
 import pytest
@@ -512,3 +513,32 @@ async def test_end_grace_cancels_running_tasks_and_still_closes_cleanly(
     )
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
+
+
+async def test_a_submit_cut_off_by_shutdown_answers_shutting_down(home, wall_clock):
+    # Real clock: the writer thread really is slow while the grace period runs out.
+    commits = 0
+
+    def slow_disk() -> None:
+        nonlocal commits
+        commits += 1
+        if commits > 1:  # after start-up recovery
+            time.sleep(0.3)
+
+    outcome: list[str] = []
+
+    async def caller(rt: sidecar.Runtime) -> None:
+        try:
+            await rt.submit("noop")
+            outcome.append("accepted")
+        except sidecar.ShuttingDown:
+            outcome.append("shutting down")
+
+    with trio.fail_after(10):
+        async with (
+            trio.open_nursery() as callers,
+            runtime(home, wall_clock, grace=0, store_fault_hook=slow_disk) as rt,
+        ):
+            callers.start_soon(caller, rt)
+            await trio.sleep(0.05)
+    assert outcome == ["shutting down"]

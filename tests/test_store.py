@@ -203,3 +203,33 @@ async def test_store_actor_reports_a_failing_disk_and_recovers_when_it_clears():
         (res,) = await store.write(ops.InsertTasks((new_task("a"),)))
         assert res.created and actor.last_error is None
         store.close()
+
+
+class _CommitFails:
+    """A connection whose next COMMIT fails, as on a disk that fills at commit time."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self.fail_next_commit = True
+
+    def execute(self, sql: str, *args):
+        if sql == "COMMIT" and self.fail_next_commit:
+            self.fail_next_commit = False
+            raise sqlite3.OperationalError("database or disk is full")
+        return self._conn.execute(sql, *args)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._conn.in_transaction
+
+
+def test_a_failed_commit_is_rolled_back_and_the_next_batch_goes_in():
+    db = open_database(None)
+    real = db.conn
+    db.conn = _CommitFails(real)
+    with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+        db.commit_batch([ops.InsertTasks((new_task("a"),))])
+    assert not real.in_transaction
+    assert dbq.read_get(real, "a") is None
+    (res,) = db.commit_batch([ops.InsertTasks((new_task("b"),))])[0]
+    assert res.created and dbq.read_get(real, "b") is not None

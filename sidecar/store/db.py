@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,20 +75,33 @@ def _inspect(conn: sqlite3.Connection, path: str) -> int:
     return version
 
 
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE … COMMIT; roll back if anything fails, the COMMIT itself included.
+
+    (sqlite3's own ``with conn`` does not roll back when the commit fails, e.g. on a full
+    disk, which would leave the next ``BEGIN`` failing inside a dangling transaction.)
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    committed = False
+    try:
+        yield
+        conn.execute("COMMIT")
+        committed = True
+    finally:
+        if not committed and conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+
 def _migrate(conn: sqlite3.Connection, current: int) -> None:
     for version, statements in MIGRATIONS:
         if version <= current:
             continue
         # DDL and the version bump commit together: a crash leaves the old version whole.
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(conn):
             for sql in statements:
                 conn.execute(sql)
             conn.execute(f"PRAGMA user_version = {version}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
 
 def open_database(path: str | Path | None, *, synchronous: str = "NORMAL") -> Database:
@@ -104,13 +118,15 @@ def open_database(path: str | Path | None, *, synchronous: str = "NORMAL") -> Da
     conn = sqlite3.connect(
         target, isolation_level=None, check_same_thread=False, cached_statements=256
     )
+    opened = False
     try:
         version = _inspect(conn, target)
         _configure(conn, synchronous)
         _migrate(conn, version)
-    except BaseException:
-        conn.close()
-        raise
+        opened = True
+    finally:
+        if not opened:
+            conn.close()
     return Database(conn, None if path is None else Path(path))
 
 
@@ -227,16 +243,8 @@ class Database:
 
     def commit_batch(self, batch: Sequence[ops.WriteOp]) -> list[Any]:
         """Apply every op in one transaction and commit; roll back and raise on failure."""
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            results = [self.apply(op) for op in batch]
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        return results
+        with _transaction(self.conn):
+            return [self.apply(op) for op in batch]
 
     def _insert(self, t: ops.NewTask) -> SubmitOutcome:
         conn = self.conn
