@@ -55,6 +55,21 @@ class TaskRequest:
     schedule: Schedule | None = None
 
 
+class _Readiness:
+    """The readiness flag: set by the built-in mark-ready tasks, read by ``Runtime.ready``.
+
+    Not persisted: a restarted sidecar is not ready until mark-ready runs again.
+    """
+
+    __slots__ = ("ready",)
+
+    def __init__(self) -> None:
+        self.ready = False
+
+    def set(self, value: bool) -> None:
+        self.ready = value
+
+
 class Runtime:
     """A running sidecar: submit tasks, read records, wait, remove.
 
@@ -72,6 +87,7 @@ class Runtime:
         services: RuntimeServices,
         metrics: Metrics,
         clock: Clock,
+        readiness: _Readiness,
     ) -> None:
         self.home = home
         self.handlers = handlers
@@ -81,16 +97,13 @@ class Runtime:
         self._scheduler = scheduler
         self._store_actor = store_actor
         self._services = services
-        self._ready = False
+        self._readiness = readiness
         self._stopping = trio.Event()
 
     @property
     def ready(self) -> bool:
         """True once a ``mark-ready`` task completed (and no ``mark-not-ready`` since)."""
-        return self._ready
-
-    def _set_ready(self, value: bool) -> None:
-        self._ready = value
+        return self._readiness.ready
 
     @property
     def shutting_down(self) -> bool:
@@ -398,10 +411,8 @@ async def open_runtime(
         async with trio.open_nursery() as store_nursery:
             store = await store_nursery.start(store_actor.run)
             try:
-                holder: dict[str, Runtime] = {}
-                services = RuntimeServices(
-                    set_ready=lambda v: holder["rt"]._set_ready(v), allow_exec=allow_exec
-                )
+                readiness = _Readiness()
+                services = RuntimeServices(set_ready=readiness.set, allow_exec=allow_exec)
                 scheduler_actor = SchedulerActor(
                     store=store,
                     handlers=registry,
@@ -425,8 +436,8 @@ async def open_runtime(
                         services=services,
                         metrics=metrics,
                         clock=clock,
+                        readiness=readiness,
                     )
-                    holder["rt"] = rt
                     try:
                         yield rt
                     except BaseException as exc:
