@@ -204,6 +204,13 @@ class SchedulerActor:
         self._wake_cron = trio.Event()
         self._nursery: trio.Nursery | None = None
         self.closed = trio.Event()
+        self._queued = 0
+        # Read at scrape time: no gauge update (and its lock) on every task's path.
+        metrics.running.set_function(self._running_count)
+        metrics.queued.set_function(lambda: self._queued)
+
+    def _running_count(self) -> int:
+        return len(self._running) - self._queued
 
     def end_grace(self) -> None:
         """Stop waiting for running tasks: the drain (now or when it starts) cancels them."""
@@ -516,16 +523,15 @@ class SchedulerActor:
         try:
             with entry.scope:
                 if r.status is TaskStatus.QUEUED:
-                    self._metrics.queued.inc()
+                    self._queued += 1
                     try:
                         await self._reserve(r.type, r.lease)
                     finally:
-                        self._metrics.queued.dec()
+                        self._queued -= 1
                     holds = True
                     await self._store.write(
                         ops.StartTask(r.id, r.run, r.lease, self._now_ts(), r.is_schedule)
                     )
-                self._metrics.running.inc()
                 started = trio.current_time()
                 try:
                     handler = self._handlers.get(r.type)
@@ -554,7 +560,6 @@ class SchedulerActor:
                     ctx.log.warning("task failed: %r", exc, exc_info=exc)
                     error = ErrorInfo(str(exc) or repr(exc), type=type(exc).__name__)
                 finally:
-                    self._metrics.running.dec()
                     self._metrics.for_type(r.type).duration.observe(trio.current_time() - started)
             if entry.removed:
                 return

@@ -350,6 +350,8 @@ async def test_concurrency_limits_queue_tasks(home, wall_clock, autojump_clock):
         statuses = [(await rt.get(i)).status for i in ids]
         assert statuses.count(TaskStatus.RUNNING) == 3
         assert statuses.count(TaskStatus.QUEUED) == 2
+        gauge = rt.metrics.registry.get_sample_value
+        assert (gauge("sidecar_tasks_running"), gauge("sidecar_tasks_queued")) == (3, 2)
         start = trio.current_time()
         for task_id in ids:
             await rt.wait(task_id)

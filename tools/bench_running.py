@@ -75,7 +75,7 @@ async def run(home: Path, n: int, probes: int, trace: bool, kind: str) -> None:
         # Every actor has started its handler once nothing else can run.
         await trio.testing.wait_all_tasks_blocked(0.01)
         submit_s = time.perf_counter() - t0
-        running = rt.metrics.running._value.get()
+        running = rt.metrics.registry.get_sample_value("sidecar_tasks_running")
         gc.collect()
         loaded = rss_kib()
         per_task = (loaded - base) * 1024 / n

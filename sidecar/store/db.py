@@ -248,31 +248,34 @@ class Database:
 
     def _insert(self, t: ops.NewTask) -> SubmitOutcome:
         conn = self.conn
+        status = t.status.value
+        started = t.now if t.status is TaskStatus.RUNNING else None
+        run = 0 if t.schedule is not None else 1
+        # One statement in the common case (a new id); the existing row is read only when
+        # the id is already taken.
+        cur = conn.execute(
+            "INSERT INTO tasks (id, type, status, run, params, schedule, timeout, lease, "
+            "submitted_at, started_at, next_run_at) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT (id) DO NOTHING",
+            (
+                t.id,
+                t.type,
+                status,
+                run,
+                t.params,
+                t.schedule,
+                t.timeout,
+                t.lease,
+                t.now,
+                started,
+                t.next_run_at,
+            ),
+        )
+        if cur.rowcount == 1:
+            return SubmitOutcome(t.id, created=True, run=run, status=t.status)
         row = conn.execute(
             "SELECT status, run, schedule IS NOT NULL FROM tasks WHERE id = ?", (t.id,)
         ).fetchone()
-        status = t.status.value
-        started = t.now if t.status is TaskStatus.RUNNING else None
-        if row is None:
-            run = 0 if t.schedule is not None else 1
-            conn.execute(
-                "INSERT INTO tasks (id, type, status, run, params, schedule, timeout, lease, "
-                "submitted_at, started_at, next_run_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    t.id,
-                    t.type,
-                    status,
-                    run,
-                    t.params,
-                    t.schedule,
-                    t.timeout,
-                    t.lease,
-                    t.now,
-                    started,
-                    t.next_run_at,
-                ),
-            )
-            return SubmitOutcome(t.id, created=True, run=run, status=t.status)
         old_status, old_run, is_schedule = row
         # Dedup by caller id: a live or completed task, or any schedule, answers as itself.
         if is_schedule or old_status != TaskStatus.FAILED.value:
