@@ -6,7 +6,7 @@ A run counts only when every task is ``completed`` and committed when the runtim
 Both use the garbage-collector tuning ``sidecar serve`` applies (sidecar/tuning.py); a
 first run with CPython's default GC thresholds is printed too, for reference.
 
-    python tools/bench_engine.py [--tasks 10000]
+    python tools/bench_engine.py [--tasks 10000] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -64,27 +64,38 @@ async def run_once(home: Path, tasks: int, group_commit: bool) -> dict[str, floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per measured configuration")
     args = parser.parse_args()
     print(
         f"# {platform.python_implementation()} {platform.python_version()}, "
         f"sqlite {sqlite3.sqlite_version}, {platform.machine()}, trio {trio.__version__}"
     )
-    results = {}
+    # The measured configurations run --repeat times each; the ratio and the verdict use
+    # the median run (a shared 2-core machine makes single runs noisy).
+    results: dict[str, list[dict[str, float]]] = {}
     runs = (("group, default GC", True), ("group commit", True), ("per-write commit", False))
     for label, group in runs:
         if label == "group commit":
             tune_gc()
-        with tempfile.TemporaryDirectory() as tmp:
-            results[label] = trio.run(run_once, Path(tmp), args.tasks, group)
-        r = results[label]
-        print(
-            f"{label:>18}: {r['tasks_per_s']:8.0f} tasks/s  ({args.tasks} tasks in "
-            f"{r['elapsed_s']:.2f} s)  submit p50 {r['p50_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms"
-        )
+        repeat = 1 if label == "group, default GC" else args.repeat
+        for _ in range(repeat):
+            with tempfile.TemporaryDirectory() as tmp:
+                r = trio.run(run_once, Path(tmp), args.tasks, group)
+            results.setdefault(label, []).append(r)
+            print(
+                f"{label:>18}: {r['tasks_per_s']:8.0f} tasks/s  ({args.tasks} tasks in "
+                f"{r['elapsed_s']:.2f} s)  submit p50 {r['p50_ms']:.1f} ms  "
+                f"p99 {r['p99_ms']:.1f} ms"
+            )
+    group = statistics.median(r["tasks_per_s"] for r in results["group commit"])
+    single = statistics.median(r["tasks_per_s"] for r in results["per-write commit"])
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    ratio = results["group commit"]["tasks_per_s"] / results["per-write commit"]["tasks_per_s"]
-    print(f"peak RSS {rss_mb:.0f} MiB; group commit / per-write = {ratio:.2f}x")
-    target = results["group commit"]["tasks_per_s"] >= 5000 and ratio >= 2.5
+    ratio = group / single
+    print(
+        f"median: group commit {group:.0f} tasks/s, per-write {single:.0f} tasks/s; "
+        f"peak RSS {rss_mb:.0f} MiB; group commit / per-write = {ratio:.2f}x"
+    )
+    target = group >= 5000 and ratio >= 2.5
     print("targets (>= 5000 tasks/s, >= 2.5x):", "met" if target else "NOT met")
     sys.exit(0 if target else 1)
 
