@@ -398,7 +398,13 @@ def _print_json(value: Any) -> None:
 def _console() -> Any:
     from rich.console import Console
 
-    return Console()
+    # Piped output (scripts, logs) is not wrapped at 80 columns: ids must stay whole.
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
+def _short_ts(value: Any) -> str:
+    """``2026-11-26T17:08:47.214Z`` → ``2026-11-26 17:08:47`` for tables (UTC)."""
+    return "" if not value else str(value)[:19].replace("T", " ")
 
 
 def _parse_params(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -480,16 +486,17 @@ def _cmd_list(args: argparse.Namespace, client: _Client) -> int:
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
-    for col in ("ID", "TYPE", "STATUS", "RUN", "SUBMITTED", "COMPLETED", "ERROR"):
-        table.add_column(col, overflow="fold" if col == "ID" else "ellipsis")
+    table.add_column("ID", no_wrap=True, min_width=36)
+    for col in ("TYPE", "STATUS", "RUN", "SUBMITTED (UTC)", "COMPLETED (UTC)", "ERROR"):
+        table.add_column(col, overflow="ellipsis", no_wrap=True)
     for rec in records:
         table.add_row(
             _text(rec["id"]),
             _text(rec["type"]),
             _styled_status(rec["status"]),
             _text(rec.get("run")),
-            _text(rec.get("submittedAt")),
-            _text(rec.get("completedAt")),
+            _text(_short_ts(rec.get("submittedAt"))),
+            _text(_short_ts(rec.get("completedAt"))),
             _text((rec.get("error") or "")[:60]),
         )
     console = _console()
@@ -508,14 +515,14 @@ def _cmd_runs(args: argparse.Namespace, client: _Client) -> int:
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
-    for col in ("RUN", "STATUS", "STARTED", "COMPLETED", "ERROR"):
-        table.add_column(col)
+    for col in ("RUN", "STATUS", "STARTED (UTC)", "COMPLETED (UTC)", "ERROR"):
+        table.add_column(col, no_wrap=True, overflow="ellipsis")
     for run in runs:
         table.add_row(
             _text(run["run"]),
             _styled_status(run["status"]),
-            _text(run.get("startedAt")),
-            _text(run.get("completedAt")),
+            _text(_short_ts(run.get("startedAt"))),
+            _text(_short_ts(run.get("completedAt"))),
             _text((run.get("error") or "")[:60]),
         )
     _console().print(table)
