@@ -264,6 +264,7 @@ def _atomic_write(target: Path, data: bytes, mode: int) -> None:
     """Replace ``target`` with ``data`` so readers see the old or the new file, whole."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    replaced = False
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
@@ -271,10 +272,11 @@ def _atomic_write(target: Path, data: bytes, mode: int) -> None:
             os.fsync(out.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+        replaced = True
+    finally:
+        if not replaced:  # never leave a half-written temp file behind
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
     # The rename is durable only once the directory entry is on disk.
     dir_fd = os.open(target.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
