@@ -544,3 +544,15 @@ async def test_a_submit_cut_off_by_shutdown_answers_shutting_down(home, wall_clo
             callers.start_soon(caller, rt)
             await trio.sleep(0.05)
     assert outcome == ["shutting down"]
+
+
+async def test_retention_prunes_a_schedules_old_run_history(home, wall_clock, autojump_clock):
+    async with runtime(home, wall_clock, retention_days=1) as rt:
+        sid = await rt.submit("noop", schedule=sidecar.Schedule("@hourly"))
+        await trio.sleep(3 * 86400 + 60)
+        runs = await rt.runs(sid)
+        # 72 firings happened; only about a day's worth (plus one prune period) is kept.
+        assert (await rt.get(sid)).run == 72
+        assert 24 <= len(runs) <= 24 + 7
+        oldest = min(r.started_at for r in runs)
+        assert (wall_clock.now() - oldest).total_seconds() <= (24 + 7) * 3600
