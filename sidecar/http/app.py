@@ -208,6 +208,7 @@ def create_app(
     @document_response(IdBody, 201)
     @document_response(IdBody, 202)
     @document_response(ErrorBody, 400)
+    @document_response(ErrorBody, 413)
     @document_response(ErrorBody, 503)
     async def submit_task() -> Response:
         """Submit a task: 201 when a run starts, 202 when the id deduplicated."""
@@ -231,6 +232,8 @@ def create_app(
     @document_request(BatchRequest)
     @document_response(list[BatchEntry])
     @document_response(ErrorBody, 400)
+    @document_response(ErrorBody, 413)
+    @document_response(ErrorBody, 503)
     async def submit_batch() -> Response:
         """Submit up to 1,000 tasks; all accepted rows are committed in one group commit."""
         data = await _json_body()
@@ -310,7 +313,9 @@ def create_app(
         return _json([run_to_wire(run) for run in await rt.runs(task_id)])
 
     @app.delete("/v0/tasks/<task_id>")
+    @document_response(EmptyBody, 204)
     @document_response(ErrorBody, 404)
+    @document_response(ErrorBody, 503)
     async def delete_task(task_id: str) -> Response:
         """Cancel a running task / stop a schedule, and delete the record."""
         if not await rt.remove(task_id):
