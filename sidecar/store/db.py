@@ -466,6 +466,18 @@ def read_get(conn: sqlite3.Connection, task_id: str) -> TaskResult | None:
     return None if row is None else _row_to_result(row)
 
 
+# One page is read as a single JSON value, i.e. one sqlite3_step. The sqlite3 module
+# releases and re-takes the GIL around every row it steps, and while the event loop is busy
+# each re-take can wait out a whole GIL switch interval (a convoy): stepping 100 rows from
+# the reader thread put list p99 at ~27 ms under concurrent submits, against ~13 ms for the
+# same page read in one step (tools/bench_bigdb.py).
+_PAGE = (
+    "SELECT json_group_array(json_array(submitted_at, id, type, status, run, json(params), "
+    "json(result), json(error), json(schedule), started_at, completed_at, next_run_at)) "
+    "FROM (SELECT * FROM tasks {where}ORDER BY submitted_at DESC, id DESC LIMIT ?)"
+)
+
+
 def read_list(
     conn: sqlite3.Connection,
     limit: int,
@@ -476,13 +488,9 @@ def read_list(
     where: list[str] = []
     args: list[Any] = []
     if before is not None:
-        cursor = conn.execute(
-            "SELECT submitted_at, id FROM tasks WHERE id = ?", (before,)
-        ).fetchone()
-        if cursor is None:
-            return []
-        where.append("(submitted_at, id) < (?, ?)")
-        args.extend(cursor)
+        # An unknown cursor compares with NULL: an empty page.
+        where.append("(submitted_at, id) < (SELECT submitted_at, id FROM tasks WHERE id = ?)")
+        args.append(before)
     if status is not None:
         where.append("status = ?")
         args.append(status)
@@ -490,11 +498,40 @@ def read_list(
         where.append("type = ?")
         args.append(task_type)
     clause = f"WHERE {' AND '.join(where)} " if where else ""
-    rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM tasks {clause}ORDER BY submitted_at DESC, id DESC LIMIT ?",
-        (*args, limit),
-    ).fetchall()
-    return [_row_to_result(r) for r in rows]
+    (page,) = conn.execute(_PAGE.format(where=clause), (*args, limit)).fetchone()
+    rows = json.loads(page)
+    # An aggregate's order is not guaranteed by SQL; restore newest first explicitly.
+    rows.sort(key=lambda r: (r[0], r[1]), reverse=True)
+    return [
+        TaskResult(
+            id=id_,
+            type=type_,
+            status=TaskStatus(status_),
+            run=run,
+            params=params,
+            result=result,
+            error=None if error is None else ErrorInfo.from_json(error),
+            schedule=None if schedule is None else Schedule.from_json(schedule),
+            submitted_at=parse_ts(submitted),
+            started_at=None if started is None else parse_ts(started),
+            completed_at=None if completed is None else parse_ts(completed),
+            next_run_at=None if next_run is None else parse_ts(next_run),
+        )
+        for (
+            submitted,
+            id_,
+            type_,
+            status_,
+            run,
+            params,
+            result,
+            error,
+            schedule,
+            started,
+            completed,
+            next_run,
+        ) in rows
+    ]
 
 
 def read_runs(conn: sqlite3.Connection, task_id: str) -> list[RunRecord] | None:
