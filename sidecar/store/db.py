@@ -538,11 +538,13 @@ def read_runs(conn: sqlite3.Connection, task_id: str) -> list[RunRecord] | None:
     current = read_get(conn, task_id)
     if current is None:
         return None
-    rows = conn.execute(
-        "SELECT run, status, started_at, completed_at, result, error FROM task_runs "
-        "WHERE task_id = ? ORDER BY run",
+    # One step for the whole history, as for list pages (see _PAGE).
+    (history,) = conn.execute(
+        "SELECT json_group_array(json_array(run, status, started_at, completed_at, "
+        "json(result), json(error))) FROM task_runs WHERE task_id = ?",
         (task_id,),
-    ).fetchall()
+    ).fetchone()
+    rows = sorted(json.loads(history), key=lambda r: r[0])
     runs = [
         RunRecord(
             task_id=task_id,
@@ -550,8 +552,8 @@ def read_runs(conn: sqlite3.Connection, task_id: str) -> list[RunRecord] | None:
             status=TaskStatus(status),
             started_at=None if started is None else parse_ts(started),
             completed_at=None if completed is None else parse_ts(completed),
-            result=_unjson(result),
-            error=None if error is None else ErrorInfo.from_json(json.loads(error)),
+            result=result,
+            error=None if error is None else ErrorInfo.from_json(error),
         )
         for run, status, started, completed, result, error in rows
     ]
