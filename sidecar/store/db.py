@@ -579,14 +579,16 @@ def read_next_due(conn: sqlite3.Connection) -> str | None:
 
 
 def read_due(conn: sqlite3.Connection, now: str, limit: int) -> list[DueSchedule]:
-    rows = conn.execute(
-        "SELECT id, type, schedule, next_run_at FROM tasks WHERE schedule IS NOT NULL "
-        "AND next_run_at <= ? ORDER BY next_run_at LIMIT ?",
+    # One step for up to `limit` rows, as for list pages (see _PAGE).
+    (due,) = conn.execute(
+        "SELECT json_group_array(json_array(next_run_at, id, type, json(schedule))) FROM "
+        "(SELECT * FROM tasks WHERE schedule IS NOT NULL AND next_run_at <= ? "
+        "ORDER BY next_run_at LIMIT ?)",
         (now, limit),
-    ).fetchall()
+    ).fetchone()
+    rows = sorted(json.loads(due), key=lambda r: (r[0], r[1]))
     return [
-        DueSchedule(id_, type_, Schedule.from_json(json.loads(sched)), nxt)
-        for id_, type_, sched, nxt in rows
+        DueSchedule(id_, type_, Schedule.from_json(sched), nxt) for nxt, id_, type_, sched in rows
     ]
 
 
