@@ -28,7 +28,7 @@ from . import threads
 from .builtins import builtin_handlers
 from .clock import Clock, SystemClock, format_ts
 from .cron import validate_schedule
-from .errors import InvalidTask, ShuttingDown, SidecarError, TaskNotFound
+from .errors import InvalidParams, InvalidTask, ShuttingDown, SidecarError, TaskNotFound
 from .handlers import Handler, HandlerRegistry, RuntimeServices, check_type_name
 from .metrics import Metrics
 from .models import RunRecord, Schedule, SubmitOutcome, TaskResult, TaskStatus, new_task_id
@@ -154,11 +154,15 @@ class Runtime:
             schedule = validate_schedule(schedule)
         params = req.params if req.params is not None else {}
         typed = h.validate(params, {"home": self.home, "allow_exec": self._services.allow_exec})
+        try:
+            params_json = dbq.dumps(params)
+        except (TypeError, ValueError) as exc:
+            raise InvalidParams(f"params must be plain JSON: {exc}", field="params") from None
         return Prepared(
             id=task_id,
             type=task_type,
             params=typed,
-            params_json=dbq.dumps(params),
+            params_json=params_json,
             schedule=schedule,
             timeout=timeout,
         )

@@ -556,3 +556,22 @@ async def test_retention_prunes_a_schedules_old_run_history(home, wall_clock, au
         assert 24 <= len(runs) <= 24 + 7
         oldest = min(r.started_at for r in runs)
         assert (wall_clock.now() - oldest).total_seconds() <= (24 + 7) * 3600
+
+
+async def test_non_json_numbers_are_refused_and_never_break_listing(
+    home, wall_clock, autojump_clock
+):
+    async with runtime(home, wall_clock) as rt:
+        with pytest.raises(sidecar.InvalidParams, match="params must be plain JSON"):
+            await rt.submit("noop", {"x": float("nan")})
+        with pytest.raises(sidecar.InvalidParams, match="params must be plain JSON"):
+            await rt.submit("noop", {"x": float("inf")})
+
+        @sidecar.handler("nan-result")
+        async def nan_result(ctx: sidecar.TaskContext, params: dict) -> float:
+            return float("nan")
+
+    async with sidecar.open_runtime(home, handlers=[nan_result], clock=wall_clock) as rt:
+        rec = await rt.wait(await rt.submit("nan-result"))
+        assert rec.status is TaskStatus.FAILED and rec.error.type == "ValueError"
+        assert [r.id for r in await rt.list()] == [rec.id]

@@ -32,7 +32,9 @@ _ACTIVE = ("running", "queued")
 
 
 def _json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"))
+    # Strict JSON only: NaN/Infinity would be stored as text SQLite's json() rejects, and
+    # one such row would break every list page it falls on.
+    return None if value is None else json.dumps(value, separators=(",", ":"), allow_nan=False)
 
 
 def _unjson(text: str | None) -> Any:
