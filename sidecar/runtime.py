@@ -445,6 +445,8 @@ async def open_runtime(
                     try:
                         yield rt
                     except BaseException as exc:
+                        # Recorded only so the caller's own exception can be unwrapped from
+                        # the nurseries' groups below; always re-raised, Cancelled included.
                         body_error = exc
                         raise
                     finally:
